@@ -1,0 +1,336 @@
+package model
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	kubeletapis "k8s.io/kubelet/pkg/apis"
+)
+
+// validate checks every field, reporting all problems and normalising values
+// in place. The order of the checks is the order of the problems, so it stays
+// fixed: the document's fields first, then nodes in order.
+func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
+	switch {
+	case c.APIVersion == "":
+		r.addf("apiVersion", "required (want %s)", APIVersion)
+	case c.APIVersion != APIVersion:
+		r.addf("apiVersion", "want %s, got %q", APIVersion, c.APIVersion)
+	}
+	switch {
+	case c.Kind == "":
+		r.addf("kind", "required (want %s)", Kind)
+	case c.Kind != Kind:
+		r.addf("kind", "want %s, got %q", Kind, c.Kind)
+	}
+	checkAPIServer(c, r)
+	checkCA(c, r, now)
+	svc, svcOK := checkCIDR(r, "serviceCIDR", &c.ServiceCIDR)
+	pod, podOK := checkCIDR(r, "podCIDR", &c.PodCIDR)
+	if svcOK && podOK {
+		switch {
+		case svc.Addr().Is4() != pod.Addr().Is4():
+			// A single-stack cluster has one family; dual-stack would need
+			// two CIDRs per field.
+			r.addf("podCIDR", "%s and serviceCIDR %s must be the same IP family", pod, svc)
+		case svc.Overlaps(pod):
+			r.addf("podCIDR", "%s overlaps serviceCIDR %s", pod, svc)
+		}
+	}
+	checkDNS(c, r, svc, svcOK)
+	if errs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(errs) > 0 {
+		r.addf("clusterDomain", "%q is not a valid DNS domain: %s", c.ClusterDomain, strings.Join(errs, "; "))
+	}
+	if v, err := parseVersion(c.KubernetesVersion); err != nil {
+		r.addf("kubernetesVersion", "%v", err)
+	} else {
+		c.KubernetesVersion = v
+	}
+	if d, err := time.ParseDuration(c.Token.TTL); err != nil {
+		r.addf("token.ttl", "%q is not a duration like 24h or 90m", c.Token.TTL)
+	} else if d <= 0 {
+		r.addf("token.ttl", "%q must be more than zero", c.Token.TTL)
+	} else {
+		c.Token.TTL = d.String()
+	}
+	checkKubelet(c, r, profileNames)
+	checkNodes(c, r, svc, svcOK, pod, podOK)
+}
+
+func checkAPIServer(c *Cluster, r *report) {
+	s := c.APIServer
+	if s == "" {
+		r.addf("apiServer", "required: the https:// URL that nodes dial (or give %s)", flagAPIServer)
+		return
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Scheme != "https" || u.Opaque != "":
+		r.addf("apiServer", "%q must be an https:// URL like https://10.0.0.1:6443", s)
+	case u.Hostname() == "":
+		r.addf("apiServer", "%q has no host", s)
+	case !validPort(u.Port()):
+		r.addf("apiServer", "%q has an invalid port", s)
+	case u.User != nil:
+		// It would land in every node's bootstrap kubeconfig.
+		r.addf("apiServer", "%q must not carry credentials", s)
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		r.addf("apiServer", "%q must be an https:// URL without a path, query or fragment", s)
+	default:
+		c.APIServer = "https://" + u.Host
+	}
+}
+
+// validPort accepts an absent port (https means 443) or 1-65535.
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+func checkCIDR(r *report, field string, s *string) (netip.Prefix, bool) {
+	if *s == "" {
+		r.addf(field, "required")
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(*s)
+	if err != nil {
+		r.addf(field, "%q is not a CIDR like 10.254.0.0/16", *s)
+		return netip.Prefix{}, false
+	}
+	if p != p.Masked() {
+		// Tools disagree on what a CIDR with host bits means; say which
+		// network is meant instead of guessing.
+		r.addf(field, "%q has host bits set; write %s", *s, p.Masked())
+		return p.Masked(), true
+	}
+	*s = p.String()
+	return p, true
+}
+
+func checkDNS(c *Cluster, r *report, svc netip.Prefix, svcOK bool) {
+	if len(c.ClusterDNS) == 0 {
+		r.addf("clusterDNS", "at least one DNS server IP is required (the cluster DNS Service's IP, inside serviceCIDR)")
+		return
+	}
+	for i, s := range c.ClusterDNS {
+		p := indexPath("clusterDNS", i)
+		a, msg := parseIP(s)
+		if msg != "" {
+			r.addf(p, "%s", msg)
+			continue
+		}
+		c.ClusterDNS[i] = a.String()
+		if svcOK && !svc.Contains(a) {
+			r.addf(p, "%s is outside serviceCIDR %s", a, svc)
+		}
+	}
+}
+
+func parseIP(s string) (netip.Addr, string) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, fmt.Sprintf("%q is not an IP address", s)
+	}
+	return a.Unmap(), ""
+}
+
+func checkKubelet(c *Cluster, r *report, profileNames []string) {
+	if !slices.Contains(profileNames, c.Kubelet.Profile) {
+		r.addf("kubelet.profile", "%q is not a known profile (known: %s)", c.Kubelet.Profile, strings.Join(profileNames, ", "))
+	}
+	switch b := c.Kubelet.Binary; {
+	case !path.IsAbs(b):
+		r.addf("kubelet.binary", "%q must be an absolute path on the node", b)
+	case strings.ContainsAny(b, " \t\n\"'\\$%;"):
+		// It is the first word of the unit's ExecStart, unquoted.
+		r.addf("kubelet.binary", "%q must not contain spaces, quotes or shell or systemd specials", b)
+	}
+	checkExtraArgs(r, "kubelet.extraArgs", c.Kubelet.ExtraArgs)
+}
+
+func checkExtraArgs(r *report, field string, args map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(args)) {
+		p := childPath(field, k)
+		switch {
+		case strings.HasPrefix(k, "-"):
+			r.addf(p, "write flag names without the leading dashes: %s", strings.TrimLeft(k, "-"))
+		case !isFlagName(k):
+			r.addf(p, "%q is not a kubelet flag name (lowercase letters, digits and dashes)", k)
+		default:
+			if hint := kubestrapFlag(k); hint != "" {
+				r.addf(p, "--%s is set by kubestrap: %s", k, hint)
+			}
+		}
+		if strings.ContainsAny(args[k], "\r\n") {
+			r.addf(p, "value must be on one line")
+		}
+	}
+}
+
+func isFlagName(s string) bool {
+	for i, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && c == '-') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// kubestrapFlag returns, for a kubelet flag that kubestrap sets itself, where
+// the user's intent belongs instead; "" for other flags. A second value in
+// extraArgs would either be ignored or override kubestrap's and break the join.
+func kubestrapFlag(name string) string {
+	switch name {
+	case "config":
+		return "put KubeletConfiguration fields in kubelet.config"
+	case "bootstrap-kubeconfig", "kubeconfig", "cert-dir":
+		return "it names the files that TLS bootstrapping reads and writes"
+	case "hostname-override":
+		return "it is the node's name"
+	case "node-ip":
+		return "it is the node's ip"
+	case "node-labels":
+		return "use the node's labels"
+	}
+	return ""
+}
+
+// nodeChecker checks nodes in order, remembering values that must be unique.
+type nodeChecker struct {
+	r          *report
+	svc, pod   netip.Prefix
+	svcOK      bool
+	podOK      bool
+	names, mac map[string]int
+	ips        map[netip.Addr]int
+}
+
+func checkNodes(c *Cluster, r *report, svc netip.Prefix, svcOK bool, pod netip.Prefix, podOK bool) {
+	if len(c.Nodes) == 0 {
+		r.addf("nodes", "at least one node is required")
+		return
+	}
+	nc := &nodeChecker{
+		r: r, svc: svc, svcOK: svcOK, pod: pod, podOK: podOK,
+		names: map[string]int{}, mac: map[string]int{}, ips: map[netip.Addr]int{},
+	}
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		p := indexPath("nodes", i)
+		nc.name(i, p, n)
+		nc.ip(i, p, n)
+		nc.hwaddr(i, p, n)
+		checkLabels(r, p+".labels", n.Labels)
+		checkExtraArgs(r, p+".kubelet.extraArgs", n.Kubelet.ExtraArgs)
+	}
+}
+
+// first says where node j, which holds a value seen again, is.
+func (nc *nodeChecker) first(j int, field string) string {
+	p := indexPath("nodes", j)
+	if at := nc.r.at(p + "." + field).String(); at != "" {
+		return p + ", " + at
+	}
+	return p
+}
+
+func (nc *nodeChecker) name(i int, p string, n *Node) {
+	f := p + ".name"
+	if n.Name == "" {
+		nc.r.addf(f, "required")
+		return
+	}
+	if errs := validation.IsDNS1123Subdomain(n.Name); len(errs) > 0 {
+		nc.r.addf(f, "%q is not a valid node name: %s", n.Name, strings.Join(errs, "; "))
+		return
+	}
+	if j, dup := nc.names[n.Name]; dup {
+		nc.r.addf(f, "duplicate name %q (first used by %s)", n.Name, nc.first(j, "name"))
+		return
+	}
+	nc.names[n.Name] = i
+}
+
+func (nc *nodeChecker) ip(i int, p string, n *Node) {
+	f := p + ".ip"
+	if n.IP == "" {
+		nc.r.addf(f, "required")
+		return
+	}
+	a, msg := parseIP(n.IP)
+	if msg != "" {
+		nc.r.addf(f, "%s", msg)
+		return
+	}
+	n.IP = a.String()
+	switch {
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast():
+		nc.r.addf(f, "%s cannot be a node's address", a)
+	case nc.svcOK && nc.svc.Contains(a):
+		nc.r.addf(f, "%s is inside serviceCIDR %s", a, nc.svc)
+	case nc.podOK && nc.pod.Contains(a):
+		nc.r.addf(f, "%s is inside podCIDR %s", a, nc.pod)
+	}
+	if j, dup := nc.ips[a]; dup {
+		nc.r.addf(f, "duplicate IP %s (first used by %s)", a, nc.first(j, "ip"))
+		return
+	}
+	nc.ips[a] = i
+}
+
+func (nc *nodeChecker) hwaddr(i int, p string, n *Node) {
+	if n.MAC == "" {
+		return
+	}
+	f := p + ".mac"
+	hw, err := net.ParseMAC(n.MAC)
+	if err != nil || len(hw) != 6 {
+		nc.r.addf(f, "%q is not a 48-bit MAC address like 52:54:00:12:34:56", n.MAC)
+		return
+	}
+	// PXE servers match lowercase colon form; 52-54-00-... would not match.
+	n.MAC = hw.String()
+	if j, dup := nc.mac[n.MAC]; dup {
+		nc.r.addf(f, "duplicate MAC %s (first used by %s)", n.MAC, nc.first(j, "mac"))
+		return
+	}
+	nc.mac[n.MAC] = i
+}
+
+func checkLabels(r *report, field string, labels map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		p := childPath(field, k)
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			r.addf(p, "%q is not a valid label key: %s", k, strings.Join(errs, "; "))
+		} else if isKubernetesLabel(k) && !kubeletapis.IsKubeletLabel(k) {
+			r.addf(p, "the kubelet refuses to start with --node-labels in the kubernetes.io and k8s.io namespaces "+
+				"(except kubelet.kubernetes.io/*, node.kubernetes.io/* and a few well-known keys such as topology.kubernetes.io/zone); "+
+				"set this label with kubectl after the node joins")
+		}
+		if errs := validation.IsValidLabelValue(labels[k]); len(errs) > 0 {
+			r.addf(p, "%q is not a valid label value: %s", labels[k], strings.Join(errs, "; "))
+		}
+	}
+}
+
+// isKubernetesLabel mirrors the kubelet's own test of its --node-labels.
+func isKubernetesLabel(key string) bool {
+	ns, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return false
+	}
+	return ns == "kubernetes.io" || strings.HasSuffix(ns, ".kubernetes.io") ||
+		ns == "k8s.io" || strings.HasSuffix(ns, ".k8s.io")
+}

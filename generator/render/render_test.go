@@ -1,0 +1,395 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/unit"
+	"k8s.io/client-go/tools/clientcmd"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/kubestrap/kubestrap/generator/model"
+	"github.com/kubestrap/kubestrap/generator/token"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const testToken = "abcdef.0123456789abcdef"
+
+// guideCluster is the guide's cluster, as the model holds it after Load.
+func guideCluster(t *testing.T, profile string) *model.Cluster {
+	t.Helper()
+	ca, err := os.ReadFile("../../fixtures/pki/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &model.Cluster{
+		APIVersion:        model.APIVersion,
+		Kind:              model.Kind,
+		APIServer:         "https://172.27.129.80:6443",
+		ClusterDNS:        []string{"10.254.0.2"},
+		ClusterDomain:     "cluster.local",
+		ServiceCIDR:       "10.254.0.0/16",
+		PodCIDR:           "172.30.0.0/16",
+		KubernetesVersion: "v1.37.2",
+		Token:             model.TokenSpec{TTL: "24h"},
+		Kubelet:           model.Kubelet{Profile: profile, Binary: "/opt/k8s/bin/kubelet"},
+		Nodes: []model.Node{
+			{Name: "kube-node1", IP: "172.27.129.105", Labels: map[string]string{"rack": "r1", "node.kubernetes.io/pool": "general"}},
+		},
+		CAPEM: ca,
+	}
+}
+
+func testTok(t *testing.T, node string) token.Token {
+	t.Helper()
+	tok, err := token.New(testToken, node, mustTime(t), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func renderNode(t *testing.T, c *model.Cluster) (Assets, *Renderer) {
+	t.Helper()
+	r, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Node(c.Nodes[0], testTok(t, c.Nodes[0].Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, r
+}
+
+func file(t *testing.T, a Assets, path string) File {
+	t.Helper()
+	for _, f := range a.Files {
+		if f.Path == path {
+			return f
+		}
+	}
+	t.Fatalf("no file %s in %v", path, a.Files)
+	return File{}
+}
+
+// Golden files pin the exact bytes; the parse-back tests below check what
+// they mean, so a wrong golden cannot pass by being regenerated.
+func TestGolden(t *testing.T) {
+	for _, profile := range []string{"hardened", "legacy"} {
+		t.Run(profile, func(t *testing.T) {
+			a, _ := renderNode(t, guideCluster(t, profile))
+			got := map[string][]byte{
+				"bootstrap-kubelet.kubeconfig": file(t, a, BootstrapKubeconfigPath).Contents,
+				"kubelet.config.json":          file(t, a, KubeletConfigPath).Contents,
+				"kubelet.service":              a.Units[0].Contents,
+			}
+			for name, data := range got {
+				golden := filepath.Join("testdata", profile, name)
+				if *update {
+					os.MkdirAll(filepath.Dir(golden), 0o755)
+					if err := os.WriteFile(golden, data, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(data, want) {
+					t.Errorf("%s differs from %s (run go test -update and review the diff):\n%s", name, golden, data)
+				}
+			}
+		})
+	}
+}
+
+func TestBootstrapKubeconfigParsesBack(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	a, _ := renderNode(t, c)
+	f := file(t, a, BootstrapKubeconfigPath)
+	if f.Mode != 0o600 || !f.Secret {
+		t.Errorf("mode %v secret %v, want 0600 and secret", f.Mode, f.Secret)
+	}
+	cfg, err := clientcmd.Load(f.Contents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CurrentContext != "default" {
+		t.Errorf("current-context %q", cfg.CurrentContext)
+	}
+	ctx := cfg.Contexts["default"]
+	if ctx == nil || ctx.Cluster != "kubernetes" || ctx.AuthInfo != "kubelet-bootstrap" {
+		t.Fatalf("context default = %+v", ctx)
+	}
+	cl := cfg.Clusters["kubernetes"]
+	if cl.Server != c.APIServer || !bytes.Equal(cl.CertificateAuthorityData, c.CAPEM) {
+		t.Errorf("cluster = %s, CA embedded %v", cl.Server, bytes.Equal(cl.CertificateAuthorityData, c.CAPEM))
+	}
+	if got := cfg.AuthInfos["kubelet-bootstrap"].Token; got != testToken {
+		t.Errorf("token = %q", got)
+	}
+	// The same config through the client-side loader a kubelet uses.
+	if _, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig(); err != nil {
+		t.Errorf("client config: %v", err)
+	}
+}
+
+func decodeKubelet(t *testing.T, data []byte) kubeletv1beta1.KubeletConfiguration {
+	t.Helper()
+	var kc kubeletv1beta1.KubeletConfiguration
+	strict, err := sigsjson.UnmarshalStrict(data, &kc)
+	if err != nil || len(strict) > 0 {
+		t.Fatalf("kubelet config does not decode strictly: %v %v", err, strict)
+	}
+	return kc
+}
+
+func TestKubeletConfig(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.Kubelet.Config = map[string]any{"maxPods": 150, "podPidsLimit": 2048, "evictionHard": map[string]any{"memory.available": "200Mi"}}
+	c.Nodes[0].Kubelet.Config = map[string]any{"maxPods": 60}
+	a, _ := renderNode(t, c)
+	f := file(t, a, KubeletConfigPath)
+	kc := decodeKubelet(t, f.Contents)
+	if kc.Kind != "KubeletConfiguration" || kc.APIVersion != "kubelet.config.k8s.io/v1beta1" {
+		t.Errorf("kind/apiVersion %q %q", kc.Kind, kc.APIVersion)
+	}
+	if kc.Address != "172.27.129.105" || !slices.Equal(kc.ClusterDNS, []string{"10.254.0.2"}) || kc.ClusterDomain != "cluster.local" {
+		t.Errorf("address %q clusterDNS %v clusterDomain %q", kc.Address, kc.ClusterDNS, kc.ClusterDomain)
+	}
+	if kc.Authentication.X509.ClientCAFile != CAPath {
+		t.Errorf("clientCAFile %q, want the CA the document writes (%s)", kc.Authentication.X509.ClientCAFile, CAPath)
+	}
+	// profile → cluster → node: the node wins, the cluster beats the profile,
+	// nested maps merge rather than replace.
+	if kc.MaxPods != 60 || *kc.PodPidsLimit != 2048 || kc.EvictionHard["memory.available"] != "200Mi" {
+		t.Errorf("merge: maxPods %d podPidsLimit %d evictionHard %v", kc.MaxPods, *kc.PodPidsLimit, kc.EvictionHard)
+	}
+	if *kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "Webhook" || !*kc.Authentication.Webhook.Enabled {
+		t.Error("hardened authn/authz lost in the merge")
+	}
+	// Explicit zeros stay visible in the file, not only in the typed value.
+	var raw map[string]any
+	json.Unmarshal(f.Contents, &raw)
+	if v, ok := raw["readOnlyPort"]; !ok || v != 0.0 {
+		t.Errorf("readOnlyPort in file = %v (present %v), want an explicit 0", v, ok)
+	}
+	if kc.ServerTLSBootstrap {
+		t.Error("serverTLSBootstrap on without being asked")
+	}
+	c.Kubelet.ServerTLSBootstrap = true
+	a, _ = renderNode(t, c)
+	if !decodeKubelet(t, file(t, a, KubeletConfigPath).Contents).ServerTLSBootstrap {
+		t.Error("serverTLSBootstrap asked for but off")
+	}
+}
+
+func TestLegacyProfile(t *testing.T) {
+	a, r := renderNode(t, guideCluster(t, "legacy"))
+	kc := decodeKubelet(t, file(t, a, KubeletConfigPath).Contents)
+	if !*kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "AlwaysAllow" || kc.ReadOnlyPort != 10255 ||
+		kc.CgroupDriver != "cgroupfs" || kc.HairpinMode != "promiscuous-bridge" || *kc.SerializeImagePulls {
+		t.Errorf("legacy settings not reproduced: %+v", kc)
+	}
+	// The guide's client-rotation gate is gone since v1.21; its server gate is not.
+	if _, ok := kc.FeatureGates["RotateKubeletClientCertificate"]; ok {
+		t.Error("RotateKubeletClientCertificate emitted for v1.37")
+	}
+	if !kc.FeatureGates["RotateKubeletServerCertificate"] {
+		t.Error("RotateKubeletServerCertificate dropped")
+	}
+	all := strings.Join(r.Warnings, "\n")
+	for _, want := range []string{"anonymous", "AlwaysAllow", "10255", "feature gate RotateKubeletClientCertificate left out: removed in Kubernetes v1.21.0"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	_, hr := renderNode(t, guideCluster(t, "hardened"))
+	if len(hr.Warnings) != 0 {
+		t.Errorf("hardened warns: %v", hr.Warnings)
+	}
+}
+
+func execStart(t *testing.T, unitFile []byte) []string {
+	t.Helper()
+	opts, err := unit.Deserialize(bytes.NewReader(unitFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		if o.Section == "Service" && o.Name == "ExecStart" {
+			return strings.Fields(strings.ReplaceAll(o.Value, "\\\n", " "))
+		}
+	}
+	t.Fatal("no ExecStart")
+	return nil
+}
+
+func TestUnit(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.Kubelet.ExtraArgs = map[string]string{"max-open-files": "1000000"}
+	a, _ := renderNode(t, c)
+	opts, err := unit.Deserialize(bytes.NewReader(a.Units[0].Contents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range opts {
+		got[o.Section+"."+o.Name] = o.Value
+	}
+	if got["Service.Restart"] != "on-failure" || !strings.Contains(got["Unit.After"], "containerd.service") || got["Install.WantedBy"] != "multi-user.target" {
+		t.Errorf("unit options %v", got)
+	}
+	args := execStart(t, a.Units[0].Contents)
+	want := []string{
+		"/opt/k8s/bin/kubelet",
+		"--config=" + KubeletConfigPath,
+		"--bootstrap-kubeconfig=" + BootstrapKubeconfigPath,
+		"--kubeconfig=" + KubeletKubeconfigPath,
+		"--cert-dir=" + CertDir,
+		"--hostname-override=kube-node1",
+		"--node-ip=172.27.129.105",
+		"--node-labels=node.kubernetes.io/pool=general,rack=r1",
+		"--max-open-files=1000000",
+		"--v=2",
+	}
+	if !slices.Equal(args, want) {
+		t.Errorf("ExecStart\n got %q\nwant %q", args, want)
+	}
+}
+
+// Every path a unit flag names must exist on the node: written by the
+// document, or created by the kubelet itself once it is bootstrapped.
+func TestUnitPathsExist(t *testing.T) {
+	a, _ := renderNode(t, guideCluster(t, "hardened"))
+	written := map[string]bool{}
+	for _, f := range a.Files {
+		written[f.Path] = true
+	}
+	for _, d := range a.Dirs {
+		written[d.Path] = true
+	}
+	createdByKubelet := map[string]bool{KubeletKubeconfigPath: true, CertDir: true}
+	for _, arg := range execStart(t, a.Units[0].Contents) {
+		name, value, ok := strings.Cut(arg, "=")
+		if !ok || !strings.HasPrefix(value, "/") {
+			continue
+		}
+		if !written[value] && !createdByKubelet[value] {
+			t.Errorf("%s names %s, which nothing creates", name, value)
+		}
+		if createdByKubelet[value] && !written[filepath.Dir(value)] {
+			t.Errorf("%s: the kubelet creates %s but its parent is not written", name, value)
+		}
+	}
+	kc := decodeKubelet(t, file(t, a, KubeletConfigPath).Contents)
+	if !written[kc.Authentication.X509.ClientCAFile] {
+		t.Errorf("clientCAFile %s not written", kc.Authentication.X509.ClientCAFile)
+	}
+}
+
+func TestVersionAware(t *testing.T) {
+	tests := []struct {
+		name    string
+		version string
+		mutate  func(c *model.Cluster)
+		wantErr string
+	}{
+		{"logtostderr", "v1.37.2", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"logtostderr": "true"} },
+			"kubelet.extraArgs.logtostderr: kubelet 1.37.2 refuses --logtostderr: removed in Kubernetes v1.26.0"},
+		{"container-runtime", "v1.33.0", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"container-runtime": "remote"} },
+			"kubelet.extraArgs.container-runtime: kubelet 1.33.0 refuses --container-runtime: removed in Kubernetes v1.27.0"},
+		{"pod-infra-container-image still accepted by 1.34", "v1.34.4", func(c *model.Cluster) {
+			c.Kubelet.ExtraArgs = map[string]string{"pod-infra-container-image": "registry.k8s.io/pause:3.10"}
+		}, ""},
+		{"pod-infra-container-image refused by 1.35", "v1.35.0", func(c *model.Cluster) {
+			c.Kubelet.ExtraArgs = map[string]string{"pod-infra-container-image": "registry.k8s.io/pause:3.10"}
+		}, "kubelet.extraArgs.pod-infra-container-image: kubelet 1.35.0 refuses --pod-infra-container-image: removed in Kubernetes v1.35.0"},
+		{"cAdvisor port flag", "v1.37.2", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"cadvisor-port": "4194"} },
+			"kubelet.extraArgs.cadvisor-port: kubelet 1.37.2 refuses --cadvisor-port: removed in Kubernetes v1.12.0"},
+		{"cAdvisor port field on a node", "v1.37.2", func(c *model.Cluster) { c.Nodes[0].Kubelet.Config = map[string]any{"cadvisorPort": 4194} },
+			"node kube-node1: kubelet.config.cadvisorPort: kubelet 1.37.2 has no such setting: removed in Kubernetes v1.12.0"},
+		{"removed feature gate from the user", "v1.37.2", func(c *model.Cluster) {
+			c.Kubelet.Config = map[string]any{"featureGates": map[string]any{"RotateKubeletClientCertificate": true}}
+		}, "kubelet.config.featureGates.RotateKubeletClientCertificate: kubelet 1.37.2 refuses this gate: removed in Kubernetes v1.21.0"},
+		{"flag kubestrap owns", "v1.37.2", func(c *model.Cluster) { c.Nodes[0].Kubelet.ExtraArgs = map[string]string{"kubeconfig": "/tmp/x"} },
+			"node kube-node1: kubelet.extraArgs.kubeconfig: kubestrap sets --kubeconfig itself"},
+		{"unknown field", "v1.37.2", func(c *model.Cluster) { c.Kubelet.Config = map[string]any{"readOnlyPrt": 0} },
+			`kubelet config is not a KubeletConfiguration: unknown field "readOnlyPrt"`},
+		{"wrong type", "v1.37.2", func(c *model.Cluster) { c.Kubelet.Config = map[string]any{"maxPods": "many"} },
+			"kubelet config is not a KubeletConfiguration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := guideCluster(t, "hardened")
+			c.KubernetesVersion = tt.version
+			tt.mutate(c)
+			var err error
+			r, err := New(c)
+			if err == nil {
+				_, err = r.Node(c.Nodes[0], testTok(t, c.Nodes[0].Name))
+			}
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v\nwant it to contain %q", err, tt.wantErr)
+			}
+			if !errors.Is(err, ErrInput) {
+				t.Errorf("err is not ErrInput: %v", err)
+			}
+		})
+	}
+}
+
+// A render must not share state between nodes or modify the cluster.
+func TestNodesIndependent(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.Nodes = append(c.Nodes, model.Node{Name: "kube-node2", IP: "172.27.129.111", Kubelet: model.KubeletOverrides{Config: map[string]any{"maxPods": 10}}})
+	r, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := r.Node(c.Nodes[1], testTok(t, "kube-node2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, err := r.Node(c.Nodes[0], testTok(t, "kube-node1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1 := decodeKubelet(t, file(t, a1, KubeletConfigPath).Contents)
+	k2 := decodeKubelet(t, file(t, a2, KubeletConfigPath).Contents)
+	if k1.MaxPods != 0 || k2.MaxPods != 10 || k1.Address == k2.Address {
+		t.Errorf("node settings leaked: node1 maxPods %d address %s, node2 maxPods %d address %s", k1.MaxPods, k1.Address, k2.MaxPods, k2.Address)
+	}
+}
+
+func TestExecQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"--v=2":               "--v=2",
+		"--a=b c":             `"--a=b c"`,
+		`--a="q"`:             `"--a=\"q\""`,
+		"--pct=100%":          "--pct=100%%",
+		"--var=$HOME":         "--var=$$HOME",
+		`--path=C:\dir`:       `"--path=C:\\dir"`,
+		"--eviction=a<1%,b<2": "--eviction=a<1%%,b<2",
+	} {
+		if got := execQuote(in); got != want {
+			t.Errorf("execQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
