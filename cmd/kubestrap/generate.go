@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"path/filepath"
 	"slices"
@@ -212,6 +213,8 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		}
 	}()
 
+	// Encoder warnings are usually the same for every node: say each once.
+	warnings := map[string]int{}
 	minter := &token.Offline{TTL: cluster.TTL(), Signing: cluster.Token.Signing, Now: d.now, Generate: d.generateToken}
 	tokens := make([]token.Token, 0, len(cluster.Nodes))
 	rows := make([]summaryRow, 0, len(cluster.Nodes))
@@ -223,7 +226,7 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		files, err := nodeDocuments(r, n, tok, o)
+		files, err := nodeDocuments(r, n, tok, o, warnings)
 		if err != nil {
 			return err
 		}
@@ -248,6 +251,9 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		return err
 	}
 	committed = true
+	for _, w := range slices.Sorted(maps.Keys(warnings)) {
+		fmt.Fprintf(stderr, "kubestrap: warning: %s (%d node(s))\n", w, warnings[w])
+	}
 	printSummary(stderr, o.out, rows)
 	return nil
 }
@@ -258,7 +264,7 @@ type namedFile struct {
 }
 
 // nodeDocuments renders one node and encodes it in every format asked for.
-func nodeDocuments(r *render.Renderer, n model.Node, tok token.Token, o generateOptions) ([]namedFile, error) {
+func nodeDocuments(r *render.Renderer, n model.Node, tok token.Token, o generateOptions, warnings map[string]int) ([]namedFile, error) {
 	assets, err := r.Node(n, tok)
 	if err != nil {
 		return nil, err
@@ -268,6 +274,9 @@ func nodeDocuments(r *render.Renderer, n model.Node, tok token.Token, o generate
 		res, err := ignition.Encode(assets, o.ign)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: ignition: %w", n.Name, err)
+		}
+		for _, w := range res.Warnings {
+			warnings["ignition: "+w]++
 		}
 		files = append(files, namedFile{fileIgnition, res.Ignition})
 		if o.butane {

@@ -9,9 +9,9 @@ import (
 
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
-	"github.com/kubestrap/kubestrap/generator/encode/internal/parseback"
-	"github.com/kubestrap/kubestrap/generator/encode/internal/sample"
 	"github.com/kubestrap/kubestrap/generator/render"
+	"github.com/kubestrap/kubestrap/internal/parseback"
+	"github.com/kubestrap/kubestrap/internal/sample"
 )
 
 // TestDocumentsAgree derives the (kind, path, mode, owner) set, the contents

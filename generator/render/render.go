@@ -159,9 +159,10 @@ func (r *Renderer) Node(n model.Node, tok token.Token) (Assets, error) {
 	}
 	return Assets{
 		Node: n.Name,
+		// Parents before children: cloud-init creates them in this order.
 		Dirs: []Dir{
-			{Path: path.Dir(CAPath), Mode: 0o755},
 			{Path: path.Dir(KubeletConfigPath), Mode: 0o755},
+			{Path: path.Dir(CAPath), Mode: 0o755},
 			{Path: KubeletDir, Mode: 0o700},
 		},
 		Files: []File{

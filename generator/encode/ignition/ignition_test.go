@@ -15,9 +15,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
-	"github.com/kubestrap/kubestrap/generator/encode/internal/parseback"
-	"github.com/kubestrap/kubestrap/generator/encode/internal/sample"
 	"github.com/kubestrap/kubestrap/generator/render"
+	"github.com/kubestrap/kubestrap/internal/parseback"
+	"github.com/kubestrap/kubestrap/internal/sample"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

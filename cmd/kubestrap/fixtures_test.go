@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubestrap/kubestrap/generator/render"
+	"github.com/kubestrap/kubestrap/generator/token"
+	"github.com/kubestrap/kubestrap/internal/parseback"
+	"github.com/kubestrap/kubestrap/internal/sample"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden trees under fixtures/golden")
+
+// fixedNow is after the fixture CA's notBefore, so the CA is valid.
+var fixedNow = time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+
+// repeatable makes a run's clock and tokens fixed, so its output can be golden.
+func repeatable() deps {
+	n := 0
+	return deps{
+		now: func() time.Time { return fixedNow },
+		generateToken: func() (string, error) {
+			n++
+			return fmt.Sprintf("tok%03d.%016d", n, n), nil
+		},
+	}
+}
+
+var scenarios = []struct {
+	name string
+	args []string
+}{
+	{"guide-cluster", []string{"-f", "../../fixtures/guide/cluster.yaml", "--butane"}},
+	{"guide-env", []string{"--env", "../../fixtures/guide/environment.sh", "--ca-file", "../../fixtures/pki/ca.pem", "--kubelet-binary", "/opt/k8s/bin/kubelet"}},
+	{"guide-flatcar", []string{"-f", "../../fixtures/guide/cluster.yaml", "--variant", "flatcar"}},
+	{"guide-legacy", []string{"-f", "../../fixtures/guide/cluster.yaml", "--profile", "legacy", "--format", "cloud-init"}},
+}
+
+func generateScenario(t *testing.T, args []string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	var stdout, stderr bytes.Buffer
+	argv := append([]string{"kubestrap", "generate", "--offline", "--out", out}, args...)
+	if code := run(context.Background(), argv, stdio{out: &stdout, err: &stderr}, repeatable()); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	if stdout.Len() > 0 {
+		t.Errorf("stdout is for data, and generate writes none: %q", stdout.String())
+	}
+	return out
+}
+
+func readTree(t *testing.T, root string) map[string][]byte {
+	t.Helper()
+	tree := map[string][]byte{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		tree[filepath.ToSlash(rel)], err = os.ReadFile(p)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// TestFixtures generates every fixture scenario and compares the whole output
+// tree with fixtures/golden; then checks what the documents mean, with the
+// real validators and by parsing them back, so a golden file cannot be wrong
+// and still pass.
+func TestFixtures(t *testing.T) {
+	trees := map[string]map[string][]byte{}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			out := generateScenario(t, sc.args)
+			got := readTree(t, out)
+			trees[sc.name] = got
+			golden := filepath.Join("../../fixtures/golden", sc.name)
+			if *update {
+				os.RemoveAll(golden)
+				for rel, data := range got {
+					p := filepath.Join(golden, rel)
+					os.MkdirAll(filepath.Dir(p), 0o755)
+					if err := os.WriteFile(p, data, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			want := readTree(t, golden)
+			for _, rel := range slices.Sorted(keys(got, want)) {
+				if !bytes.Equal(got[rel], want[rel]) {
+					t.Errorf("%s/%s differs from the golden file (go test ./cmd/kubestrap -run TestFixtures -update, then review the diff)", sc.name, rel)
+				}
+			}
+			checkMeaning(t, got)
+		})
+	}
+	// The guide's environment.sh and its cluster.yaml describe one cluster:
+	// the kubelet configs are the same, and so is every unit but kube-node1's
+	// (cluster.yaml gives it a label).
+	cl, env := trees["guide-cluster"], trees["guide-env"]
+	if cl == nil || env == nil {
+		return
+	}
+	for _, node := range []string{"kube-node1", "kube-node2", "kube-node3"} {
+		a := docFiles(t, cl[node+"/user-data"])
+		b := docFiles(t, env[node+"/user-data"])
+		if !bytes.Equal(a[render.KubeletConfigPath], b[render.KubeletConfigPath]) {
+			t.Errorf("%s: kubelet config differs between cluster.yaml and environment.sh", node)
+		}
+		sameUnit := bytes.Equal(a["/etc/systemd/system/kubelet.service"], b["/etc/systemd/system/kubelet.service"])
+		if sameUnit != (node != "kube-node1") {
+			t.Errorf("%s: units equal = %v", node, sameUnit)
+		}
+	}
+}
+
+func keys(maps ...map[string][]byte) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		seen := map[string]bool{}
+		for _, m := range maps {
+			for k := range m {
+				if !seen[k] {
+					seen[k] = true
+					if !yield(k) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// docFiles returns what a cloud-init document writes, path → contents.
+func docFiles(t *testing.T, userData []byte) map[string][]byte {
+	t.Helper()
+	doc, err := parseback.CloudInit(userData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, e := range doc.Entries {
+		if e.Kind == parseback.File {
+			files[e.Path] = e.Contents
+		}
+	}
+	return files
+}
+
+func checkMeaning(t *testing.T, tree map[string][]byte) {
+	t.Helper()
+	secrets := tokensByNode(t, tree["tokens.yaml"])
+	ca, err := os.ReadFile("../../fixtures/pki/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := 0
+	for rel, data := range tree {
+		node, name := filepath.Split(rel)
+		node = strings.TrimSuffix(node, "/")
+		var doc parseback.Doc
+		switch name {
+		case "config.ign":
+			runValidator(t, sample.Tool(t, "ignition-validate", sample.IgnitionValidateEnv), data)
+			if doc, err = parseback.Ignition(data); err != nil {
+				t.Fatalf("%s: %v", rel, err)
+			}
+		case "user-data":
+			nodes++
+			runValidator(t, sample.Tool(t, "cloud-init", ""), data, "schema", "-c")
+			if doc, err = parseback.CloudInit(data); err != nil {
+				t.Fatalf("%s: %v", rel, err)
+			}
+		default:
+			continue
+		}
+		if !slices.Equal(doc.Enabled, []string{render.UnitName}) {
+			t.Errorf("%s: enabled units %v", rel, doc.Enabled)
+		}
+		kc, ok := doc.Lookup(render.BootstrapKubeconfigPath)
+		if !ok || kc.Mode != 0o600 || kc.Owner != "root:root" {
+			t.Fatalf("%s: bootstrap kubeconfig %+v", rel, kc)
+		}
+		cfg, err := clientcmd.Load(kc.Contents)
+		if err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		secret, ok := secrets[node]
+		if !ok {
+			t.Fatalf("%s: tokens.yaml has no Secret for %s", rel, node)
+		}
+		wantToken := string(secret.Data["token-id"]) + "." + string(secret.Data["token-secret"])
+		if got := cfg.AuthInfos[render.KubeconfigUser].Token; got != wantToken {
+			t.Errorf("%s: kubeconfig token is not the one tokens.yaml creates for %s", rel, node)
+		}
+		if !bytes.Equal(cfg.Clusters[render.KubeconfigCluster].CertificateAuthorityData, ca) {
+			t.Errorf("%s: kubeconfig CA is not the cluster CA", rel)
+		}
+		kcfg, ok := doc.Lookup(render.KubeletConfigPath)
+		if !ok {
+			t.Fatalf("%s: no kubelet config", rel)
+		}
+		var kubelet kubeletv1beta1.KubeletConfiguration
+		if strict, err := sigsjson.UnmarshalStrict(kcfg.Contents, &kubelet); err != nil || len(strict) > 0 {
+			t.Errorf("%s: kubelet config: %v %v", rel, err, strict)
+		}
+		if ca2, _ := doc.Lookup(render.CAPath); !bytes.Equal(ca2.Contents, ca) || ca2.Mode != 0o644 {
+			t.Errorf("%s: CA file %04o", rel, ca2.Mode)
+		}
+	}
+	if nodes == 0 && tree["kube-node1/config.ign"] == nil {
+		t.Fatal("no documents checked")
+	}
+}
+
+func tokensByNode(t *testing.T, data []byte) map[string]corev1.Secret {
+	t.Helper()
+	out := map[string]corev1.Secret{}
+	for _, doc := range strings.Split(string(data), "---\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		var s corev1.Secret
+		if err := yaml.UnmarshalStrict([]byte(doc), &s); err != nil {
+			t.Fatal(err)
+		}
+		node := s.Annotations[token.AnnotationNode]
+		if want := fixedNow.Add(24 * time.Hour).Format(time.RFC3339); string(s.Data["expiration"]) != want {
+			t.Errorf("%s: expiration %s, want %s", node, s.Data["expiration"], want)
+		}
+		out[node] = s
+	}
+	if len(out) != 3 {
+		t.Fatalf("tokens.yaml has %d Secrets, want 3", len(out))
+	}
+	return out
+}
+
+// runValidator feeds a document to a real validator through a file, as a
+// user would.
+func runValidator(t *testing.T, tool string, data []byte, args ...string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "doc")
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tool, append(args, f)...).CombinedOutput()
+	if err != nil {
+		t.Errorf("%s %s rejected the document: %v\n%s", filepath.Base(tool), strings.Join(args, " "), err, out)
+	}
+}
