@@ -58,7 +58,7 @@ no SSH step.`,
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
-		Commands:       []*cli.Command{generateCommand(d)},
+		Commands:       []*cli.Command{generateCommand(d), rbacCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("unknown command %q (see kubestrap --help)", c.Args().First())

@@ -11,13 +11,18 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/kubestrap/kubestrap/generator/discovery"
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/output"
+	"github.com/kubestrap/kubestrap/generator/rbac"
 	"github.com/kubestrap/kubestrap/generator/render"
 	"github.com/kubestrap/kubestrap/generator/token"
 )
@@ -42,14 +47,25 @@ const (
 const secretMode = 0o600
 
 const generateDescription = `Reads the cluster from a cluster file (-f) or from the guide's
-environment.sh (--env), mints one bootstrap token per node, and writes for each
-node, under --out DIR:
+environment.sh (--env), obtains one bootstrap token per node, and writes for
+each node, under --out DIR:
 
    DIR/NODE/config.ign   Ignition config (Fedora CoreOS / Flatcar), validated
    DIR/NODE/config.bu    its Butane source (with --butane)
    DIR/NODE/user-data    #cloud-config
    DIR/NODE/meta-data    NoCloud meta-data (DIR/NODE is a NoCloud seed)
-   DIR/tokens.yaml       the tokens' Secrets (--offline), to kubectl apply
+   DIR/tokens.yaml       with --offline: the tokens' Secrets, to kubectl apply
+
+Tokens come from the cluster of the admin kubeconfig (--kubeconfig, else
+$KUBECONFIG, else ~/.kube/config): one Secret kube-system/bootstrap-token-<id>
+per node, as 'kubeadm token create --groups system:bootstrappers:<node>' makes
+it. A re-run reuses a node's token while it stays valid for --reuse-margin;
+--rotate replaces them all. If any node's token cannot be obtained, nothing is
+written and the tokens the run created are deleted. With --offline, tokens are
+minted locally instead and no cluster is needed.
+
+The CA nodes trust is --ca-file (or caFile), else the admin kubeconfig's, else
+kube-public/cluster-info's when it matches a --ca-cert-hash pin.
 
 Everything is written 0600 in 0700 directories; a run that fails writes nothing,
 and an existing non-empty DIR is only replaced with --force. Token secrets are
@@ -60,15 +76,16 @@ hardened, token TTL 24h, kubelet binary /usr/bin/kubelet, kubernetesVersion
 ` + model.NewestVersion + ` (supported: ` + model.MinVersion + ` up to v1.37.x).
 
 Examples:
+   kubestrap generate -f cluster.yaml --out out
    kubestrap generate --offline -f cluster.yaml --out out
    kubestrap generate --offline --env environment.sh --ca-file ca.pem --out out
-   kubestrap generate --offline -f cluster.yaml --nodes rack3.csv --variant flatcar --out rack3`
+   kubestrap generate -f cluster.yaml --nodes rack3.csv --variant flatcar --out rack3`
 
 func generateCommand(d deps) *cli.Command {
 	return &cli.Command{
 		Name:        "generate",
 		Usage:       "write per-node Ignition and cloud-init documents",
-		UsageText:   "kubestrap generate --offline (-f cluster.yaml | --env environment.sh) [--nodes FILE] --out DIR [flags]",
+		UsageText:   "kubestrap generate (-f cluster.yaml | --env environment.sh) [--nodes FILE] --out DIR [flags]",
 		Description: generateDescription,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "cluster", Aliases: []string{"f"}, Usage: "cluster `FILE` (kind: Cluster)", TakesFile: true, Category: "Inputs"},
@@ -83,7 +100,13 @@ func generateCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "token-ttl", Usage: "token lifetime as a Go `DURATION` (overrides token.ttl)", Category: "Overrides"},
 			&cli.BoolFlag{Name: "token-signing", Usage: "add the signing usage to tokens (only cluster-info discovery needs it)", Category: "Overrides"},
 			&cli.BoolFlag{Name: "server-tls-bootstrap", Usage: "have kubelets request CA-signed serving certificates (their CSRs need an approver)", Category: "Overrides"},
-			&cli.BoolFlag{Name: "offline", Usage: "mint tokens locally and write their Secrets to DIR/tokens.yaml", Category: "Tokens"},
+			&cli.StringFlag{Name: "kubeconfig", Usage: "admin kubeconfig `FILE` (default: $KUBECONFIG, then ~/.kube/config)", TakesFile: true, Category: "Tokens"},
+			&cli.BoolFlag{Name: "offline", Usage: "mint tokens locally, without a cluster, and write their Secrets to DIR/tokens.yaml", Category: "Tokens"},
+			&cli.BoolFlag{Name: "rotate", Usage: "mint new tokens for every node and delete the ones they replace", Category: "Tokens"},
+			&cli.DurationFlag{Name: "reuse-margin", Usage: "reuse a node's token only if it stays valid this `LONG`", Value: token.DefaultReuseMargin, Category: "Tokens"},
+			&cli.IntFlag{Name: "parallel", Usage: "API calls in flight at once", Value: token.DefaultParallel, Category: "Tokens"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up on the cluster after this `LONG`", Value: 2 * time.Minute, Category: "Tokens"},
+			&cli.StringSliceFlag{Name: "ca-cert-hash", Usage: "trust kube-public/cluster-info's CA if it has this pin (`sha256:HEX`)", Category: "Tokens"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `DIR` (required)", Category: "Output"},
 			&cli.BoolFlag{Name: "force", Usage: "replace a non-empty output directory", Category: "Output"},
 			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
@@ -111,6 +134,13 @@ type generateOptions struct {
 	sources            model.Sources
 	tokenSigning       bool
 	serverTLSBootstrap bool
+	offline            bool
+	kubeconfig         string
+	rotate             bool
+	reuseMargin        time.Duration
+	parallel           int
+	timeout            time.Duration
+	caCertHashes       []string
 	out                string
 	force              bool
 	ignition           bool
@@ -137,6 +167,13 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		},
 		tokenSigning:       c.Bool("token-signing"),
 		serverTLSBootstrap: c.Bool("server-tls-bootstrap"),
+		offline:            c.Bool("offline"),
+		kubeconfig:         c.String("kubeconfig"),
+		rotate:             c.Bool("rotate"),
+		reuseMargin:        c.Duration("reuse-margin"),
+		parallel:           c.Int("parallel"),
+		timeout:            c.Duration("timeout"),
+		caCertHashes:       c.StringSlice("ca-cert-hash"),
 		out:                c.String("out"),
 		force:              c.Bool("force"),
 		butane:             c.Bool("butane"),
@@ -145,14 +182,24 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 	if o.out == "" {
 		return o, usagef("--out DIR is required")
 	}
-	if !c.Bool("offline") {
-		return o, usagef("--offline is required: this version mints tokens locally and does not talk to a cluster yet")
-	}
 	if o.sources.ClusterFile == "" && o.sources.EnvFile == "" {
 		return o, usagef("give the cluster with -f cluster.yaml or --env environment.sh")
 	}
 	if o.sources.ClusterFile != "" && o.sources.EnvFile != "" {
 		return o, usagef("-f and --env both describe the cluster: give one")
+	}
+	if o.offline {
+		for _, name := range []string{"kubeconfig", "rotate", "reuse-margin", "parallel", "timeout", "ca-cert-hash"} {
+			if c.IsSet(name) {
+				return o, usagef("--%s needs a cluster: it does nothing with --offline", name)
+			}
+		}
+	}
+	if o.parallel < 1 || o.parallel > 1024 {
+		return o, usagef("--parallel: %d is not between 1 and 1024", o.parallel)
+	}
+	if o.reuseMargin < 0 || o.timeout <= 0 {
+		return o, usagef("--reuse-margin and --timeout must be positive")
 	}
 	for _, f := range c.StringSlice("format") {
 		for _, f := range strings.Split(f, ",") {
@@ -183,7 +230,43 @@ type summaryRow struct {
 	files         []string
 }
 
+// tokens is what either token source yields for a run.
+type tokens struct {
+	list []token.Token
+	// manifests is tokens.yaml's content (offline only).
+	manifests []byte
+	// rollback undoes what the source did in the cluster; finish completes it
+	// once the documents are written (deletes rotated-out tokens).
+	rollback, finish func(context.Context) error
+	summary          string
+}
+
 func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) (err error) {
+	var (
+		cfg    *rest.Config
+		client kubernetes.Interface
+	)
+	if !o.offline {
+		var source string
+		if cfg, source, err = discovery.Kubeconfig(o.kubeconfig); err != nil {
+			if errors.Is(err, discovery.ErrNoKubeconfig) {
+				return usageError{err}
+			}
+			return err
+		}
+		// At most --parallel calls are in flight; the client-side limiter
+		// must not be what holds them back (its default is 5 per second).
+		cfg.QPS, cfg.Burst = float32(50*o.parallel), 100*o.parallel
+		if cfg.Timeout == 0 {
+			cfg.Timeout = 15 * time.Second
+		}
+		if client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("%s: %w", source, err)
+		}
+		o.sources.CA = func(ctx context.Context) ([]byte, string, error) {
+			return discovery.CA(ctx, cfg, source, client, o.caCertHashes)
+		}
+	}
 	cluster, err := model.Load(ctx, o.sources, d.now())
 	if err != nil {
 		return err
@@ -201,31 +284,52 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	for _, w := range r.Warnings {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
 	}
+	// Refuse bad input before any token exists in a cluster.
+	var inputErrs []error
+	names := make([]string, len(cluster.Nodes))
+	for i, n := range cluster.Nodes {
+		names[i] = n.Name
+		if err := r.Check(n); err != nil {
+			inputErrs = append(inputErrs, err)
+		}
+	}
+	if len(inputErrs) > 0 {
+		return errors.Join(inputErrs...)
+	}
 
 	stage, err := output.Begin(o.out, o.force)
 	if err != nil {
 		return err
 	}
-	committed := false
+	var toks *tokens
 	defer func() {
-		if !committed {
-			stage.Abort()
+		if err == nil {
+			return
+		}
+		stage.Abort()
+		if toks != nil {
+			if rerr := toks.rollback(ctx); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing the run's tokens: %w", rerr))
+			}
 		}
 	}()
+	if o.offline {
+		toks, err = offlineTokens(cluster, names, d, o.out)
+	} else {
+		toks, err = clusterTokens(ctx, o, cluster, names, client, d, stderr)
+	}
+	if err != nil {
+		return err
+	}
 
 	// Encoder warnings are usually the same for every node: say each once.
 	warnings := map[string]int{}
-	minter := &token.Offline{TTL: cluster.TTL(), Signing: cluster.Token.Signing, Now: d.now, Generate: d.generateToken}
-	tokens := make([]token.Token, 0, len(cluster.Nodes))
 	rows := make([]summaryRow, 0, len(cluster.Nodes))
-	for _, n := range cluster.Nodes {
+	for i, n := range cluster.Nodes {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		tok, err := minter.Mint(n.Name)
-		if err != nil {
-			return err
-		}
+		tok := toks.list[i]
 		files, err := nodeDocuments(r, n, tok, o, warnings)
 		if err != nil {
 			return err
@@ -237,25 +341,89 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 			}
 			row.files = append(row.files, f.name)
 		}
-		tokens = append(tokens, tok)
 		rows = append(rows, row)
 	}
-	manifests, err := token.Manifests(tokens)
-	if err != nil {
-		return err
-	}
-	if err := stage.WriteFile(fileTokens, manifests, secretMode); err != nil {
-		return err
+	if toks.manifests != nil {
+		if err := stage.WriteFile(fileTokens, toks.manifests, secretMode); err != nil {
+			return err
+		}
 	}
 	if err := stage.Commit(); err != nil {
 		return err
 	}
-	committed = true
 	for _, w := range slices.Sorted(maps.Keys(warnings)) {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s (%d node(s))\n", w, warnings[w])
 	}
-	printSummary(stderr, o.out, rows)
+	printSummary(stderr, rows)
+	fmt.Fprintf(stderr, "kubestrap: wrote %d node(s) to %s; %s\n", len(rows), o.out, toks.summary)
+	// The documents are on disk: the tokens they replace can go.
+	if err := toks.finish(ctx); err != nil {
+		fmt.Fprintf(stderr, "kubestrap: warning: deleting replaced tokens: %v\n", err)
+	}
 	return nil
+}
+
+func offlineTokens(c *model.Cluster, names []string, d deps, out string) (*tokens, error) {
+	minter := &token.Offline{TTL: c.TTL(), Signing: c.Token.Signing, Now: d.now, Generate: d.generateToken}
+	t := &tokens{
+		rollback: func(context.Context) error { return nil },
+		finish:   func(context.Context) error { return nil },
+	}
+	for _, n := range names {
+		tok, err := minter.Mint(n)
+		if err != nil {
+			return nil, err
+		}
+		t.list = append(t.list, tok)
+	}
+	var err error
+	if t.manifests, err = token.Manifests(t.list); err != nil {
+		return nil, err
+	}
+	t.summary = "apply the tokens before the nodes boot: kubectl apply -f " + filepath.Join(out, fileTokens)
+	return t, nil
+}
+
+// progressThreshold is the node count from which a terminal gets a progress line.
+const progressThreshold = 50
+
+func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, names []string, client kubernetes.Interface, d deps, stderr io.Writer) (*tokens, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("--timeout %v reached", o.timeout))
+	defer cancel()
+	if missing, err := rbac.Missing(ctx, client); err != nil {
+		fmt.Fprintf(stderr, "kubestrap: warning: cannot check TLS bootstrapping RBAC: %v\n", err)
+	} else {
+		for _, g := range missing {
+			fmt.Fprintf(stderr, "kubestrap: warning: no ClusterRoleBinding gives group %s the ClusterRole %s (%s); nodes will not join until `kubestrap rbac apply` fixes it\n", g.Group, g.Role, g.Why)
+		}
+	}
+	if registered, err := token.Registered(ctx, client, names); err != nil {
+		fmt.Fprintf(stderr, "kubestrap: warning: cannot list Nodes: %v\n", err)
+	} else {
+		for _, n := range registered {
+			fmt.Fprintf(stderr, "kubestrap: warning: node %s is already registered; a second machine booted with this name would take that Node over\n", n)
+		}
+	}
+	p := &token.Cluster{
+		Client: client, TTL: c.TTL(), Signing: c.Token.Signing,
+		ReuseMargin: o.reuseMargin, Rotate: o.rotate, Parallel: o.parallel,
+		Now: d.now, Generate: d.generateToken,
+	}
+	if len(names) >= progressThreshold && isTerminal(stderr) {
+		bar := newProgress(stderr, "tokens", len(names))
+		p.Progress = bar.set
+		defer bar.done()
+	}
+	got, err := p.Obtain(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	return &tokens{
+		list:     got.Tokens,
+		rollback: got.Rollback,
+		finish:   got.Finish,
+		summary:  fmt.Sprintf("tokens: %d created, %d reused", got.Created, got.Reused),
+	}, nil
 }
 
 type namedFile struct {
@@ -297,15 +465,13 @@ func nodeDocuments(r *render.Renderer, n model.Node, tok token.Token, o generate
 	return files, nil
 }
 
-func printSummary(w io.Writer, out string, rows []summaryRow) {
+func printSummary(w io.Writer, rows []summaryRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tTOKEN ID\tFILES")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.node, r.tokenID, strings.Join(r.files, " "))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "kubestrap: wrote %d node(s) to %s; apply the tokens before the nodes boot: kubectl apply -f %s\n",
-		len(rows), out, filepath.Join(out, fileTokens))
 }
 
 // isInputError reports whether err is the user's to fix (exit 2).

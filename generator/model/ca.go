@@ -10,17 +10,29 @@ import (
 // checkCA reads the CA that every node will trust the API server with, and
 // keeps only its CERTIFICATE blocks in c.CAPEM.
 func checkCA(c *Cluster, r *report, now time.Time) {
+	if r.isBad("caFile") {
+		return
+	}
+	// Without a file, the CA came from a resolver (the admin kubeconfig or
+	// cluster-info) and is checked the same way, named by its source.
+	data := c.CAPEM
+	fail := func(format string, args ...any) {
+		r.addf("caFile", "%s: "+format, append([]any{c.CAFile}, args...)...)
+	}
 	if c.CAFile == "" {
-		if !r.isBad("caFile") {
+		if c.CAPEM == nil {
 			r.addf("caFile", "required: the CA certificate nodes verify the API server with (or give %s)", flagCAFile)
+			return
 		}
-		return
+		fail = func(format string, args ...any) { r.addAt(Pos{File: c.caSource}, "", format, args...) }
+	} else {
+		var err error
+		if data, err = os.ReadFile(c.CAFile); err != nil {
+			r.addf("caFile", "%v", err)
+			return
+		}
 	}
-	data, err := os.ReadFile(c.CAFile)
-	if err != nil {
-		r.addf("caFile", "%v", err)
-		return
-	}
+	c.CAPEM = nil
 	var out []byte
 	for rest := data; ; {
 		var b *pem.Block
@@ -29,27 +41,27 @@ func checkCA(c *Cluster, r *report, now time.Time) {
 		}
 		if b.Type != "CERTIFICATE" {
 			// Every node receives this file; a key in it would leak.
-			r.addf("caFile", "%s: holds a %s block; give the CA certificate alone", c.CAFile, b.Type)
+			fail("holds a %s block; give the CA certificate alone", b.Type)
 			return
 		}
 		cert, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			r.addf("caFile", "%s: cannot parse the certificate: %v", c.CAFile, err)
+			fail("cannot parse the certificate: %v", err)
 			return
 		}
-		name := cert.Subject.String()
+		subject := cert.Subject.String()
 		switch {
 		case !cert.BasicConstraintsValid || !cert.IsCA:
-			r.addf("caFile", "%s: certificate %q is not a CA (its basic constraints lack CA:TRUE)", c.CAFile, name)
+			fail("certificate %q is not a CA (its basic constraints lack CA:TRUE)", subject)
 		case now.After(cert.NotAfter):
-			r.addf("caFile", "%s: certificate %q expired on %s", c.CAFile, name, cert.NotAfter.UTC().Format(time.DateOnly))
+			fail("certificate %q expired on %s", subject, cert.NotAfter.UTC().Format(time.DateOnly))
 		case now.Before(cert.NotBefore):
-			r.addf("caFile", "%s: certificate %q is not valid before %s", c.CAFile, name, cert.NotBefore.UTC().Format(time.RFC3339))
+			fail("certificate %q is not valid before %s", subject, cert.NotBefore.UTC().Format(time.RFC3339))
 		}
 		out = append(out, pem.EncodeToMemory(b)...)
 	}
 	if out == nil {
-		r.addf("caFile", "%s: no PEM CERTIFICATE block", c.CAFile)
+		fail("no PEM CERTIFICATE block")
 		return
 	}
 	c.CAPEM = out

@@ -40,7 +40,15 @@ type Sources struct {
 	// replace those of ClusterFile or EnvFile.
 	NodesFile string
 	Overrides Overrides
+	// CA, if set, supplies the CA when neither the file nor --ca-file names
+	// one (from the admin kubeconfig, or a pinned cluster-info). Its PEM is
+	// checked like a CA file's.
+	CA CAResolver
 }
+
+// CAResolver returns a CA certificate in PEM and where it came from, for
+// messages ("kubeconfig admin.conf").
+type CAResolver func(ctx context.Context) (pem []byte, source string, err error)
 
 // Overrides are command-line values; an empty field means "not given". Each
 // replaces the file's value and is located at the flag ("flag --api-server").
@@ -95,7 +103,16 @@ func Load(ctx context.Context, src Sources, now time.Time) (*Cluster, error) {
 		}
 	}
 	applyOverrides(c, src.Overrides, r)
-	if src.EnvFile != "" && c.CAFile == "" {
+	switch {
+	case c.CAFile != "":
+	case src.CA != nil:
+		pem, source, err := src.CA(ctx)
+		if err != nil {
+			r.addAt(Pos{File: source}, "caFile", "%v", err)
+			r.bad["caFile"] = true
+		}
+		c.CAPEM, c.caSource = pem, source
+	case src.EnvFile != "":
 		r.addf("caFile", "required: give %s", flagCAFile)
 		r.bad["caFile"] = true
 	}

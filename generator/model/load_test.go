@@ -739,3 +739,67 @@ func TestLoadContext(t *testing.T) {
 		t.Errorf("Load with a cancelled context = %v", err)
 	}
 }
+
+func TestLoadCAResolver(t *testing.T) {
+	ca, err := os.ReadFile("../../fixtures/pki/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := os.ReadFile("../../fixtures/pki/expired-ca.pem")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(file, []byte(`apiVersion: kubestrap.dev/v1alpha1
+kind: Cluster
+apiServer: https://10.0.0.1:6443
+clusterDNS: [10.254.0.2]
+serviceCIDR: 10.254.0.0/16
+podCIDR: 172.30.0.0/16
+nodes:
+- {name: n1, ip: 10.0.0.11}
+`), 0o600)
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		pem     []byte
+		err     error
+		wantErr string
+	}{
+		{name: "from kubeconfig", pem: ca},
+		{name: "expired", pem: expired, wantErr: `kubeconfig admin.conf: certificate "CN=expired-ca" expired on 2011-01-01`},
+		{name: "resolver fails", err: errors.New("its CA has pin sha256:ab, which matches no --ca-cert-hash"), wantErr: "kubeconfig admin.conf: caFile: its CA has pin sha256:ab, which matches no --ca-cert-hash"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			src := Sources{ClusterFile: file, CA: func(context.Context) ([]byte, string, error) {
+				calls++
+				return tt.pem, "kubeconfig admin.conf", tt.err
+			}}
+			c, err := Load(context.Background(), src, now)
+			if calls != 1 {
+				t.Errorf("resolver called %d times", calls)
+			}
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("err = %v\nwant %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(c.CAPEM) != string(ca) {
+				t.Error("CA not taken from the resolver")
+			}
+		})
+	}
+	// A caFile wins: the resolver is not asked.
+	src := Sources{ClusterFile: file, Overrides: Overrides{CAFile: "../../fixtures/pki/ca.pem"},
+		CA: func(context.Context) ([]byte, string, error) {
+			t.Error("resolver called despite --ca-file")
+			return nil, "", nil
+		}}
+	if _, err := Load(context.Background(), src, now); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -33,8 +33,11 @@ type Cluster struct {
 	Kubelet           Kubelet   `yaml:"kubelet"`
 	Nodes             []Node    `yaml:"nodes"`
 
-	// CAPEM is the CA certificate's PEM bytes, read from CAFile by the loaders.
+	// CAPEM is the CA certificate's PEM bytes, read from CAFile by the loaders
+	// or given by Sources.CA.
 	CAPEM []byte `yaml:"-"`
+	// caSource names where CAPEM came from when no CAFile was given.
+	caSource string
 }
 
 // TokenSpec says what bootstrap tokens look like.

@@ -68,6 +68,8 @@ type Renderer struct {
 	removals profiles.Removals
 	// base is the profile with the cluster-wide overrides applied.
 	base map[string]any
+	// baseChecked: base decodes as a KubeletConfiguration.
+	baseChecked bool
 	// Warnings are for the user: what the profile opens, what it dropped.
 	Warnings []string
 }
@@ -108,6 +110,12 @@ func New(c *model.Cluster) (*Renderer, error) {
 	if c.Kubelet.ServerTLSBootstrap {
 		r.base["serverTLSBootstrap"] = true
 	}
+	if len(c.Nodes) > 0 {
+		if _, err := r.kubeletConfig(model.Node{Name: c.Nodes[0].Name, IP: c.Nodes[0].IP}); err != nil {
+			return nil, err
+		}
+		r.baseChecked = true
+	}
 	return r, nil
 }
 
@@ -135,6 +143,22 @@ func (r *Renderer) checkUser(at string, o model.KubeletOverrides) error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w:\n%w", ErrInput, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Check finds the input errors Node would report for n without rendering
+// it, so a run can refuse bad input before it creates tokens in a cluster.
+func (r *Renderer) Check(n model.Node) error {
+	if err := r.checkUser("node "+n.Name+": kubelet", n.Kubelet); err != nil {
+		return err
+	}
+	// Nodes without their own settings share the cluster's, checked once.
+	if len(n.Kubelet.Config) == 0 && r.baseChecked {
+		return nil
+	}
+	if _, err := r.kubeletConfig(n); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	return nil
 }

@@ -393,3 +393,24 @@ func TestExecQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestCheck(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.Nodes = append(c.Nodes,
+		model.Node{Name: "n2", IP: "172.27.129.111", Kubelet: model.KubeletOverrides{Config: map[string]any{"maxPods": "many"}}},
+		model.Node{Name: "n3", IP: "172.27.129.112", Kubelet: model.KubeletOverrides{ExtraArgs: map[string]string{"logtostderr": "true"}}},
+	)
+	r, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(c.Nodes[0]); err != nil {
+		t.Errorf("good node: %v", err)
+	}
+	for i, want := range map[int]string{1: "node n2: invalid kubelet settings: kubelet config is not a KubeletConfiguration", 2: "node n3: kubelet.extraArgs.logtostderr: kubelet 1.37.2 refuses --logtostderr"} {
+		err := r.Check(c.Nodes[i])
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrInput) {
+			t.Errorf("node %d: err = %v, want %q", i, err, want)
+		}
+	}
+}

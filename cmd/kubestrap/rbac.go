@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubestrap/kubestrap/generator/discovery"
+	"github.com/kubestrap/kubestrap/generator/rbac"
+)
+
+func rbacCommand() *cli.Command {
+	onUsage := func(_ *cli.Context, err error, _ bool) error {
+		return usagef("%w (see kubestrap rbac --help)", err)
+	}
+	return &cli.Command{
+		Name:  "rbac",
+		Usage: "the ClusterRoleBindings kubelet TLS bootstrapping needs",
+		Description: `Bootstrapping kubelets need three grants, as the guide set them up:
+   - group system:bootstrappers may create CSRs (system:node-bootstrapper);
+   - kube-controller-manager approves the client CSRs of system:bootstrappers
+     (...certificatesigningrequests:nodeclient);
+   - nodes may renew their own client certificates, approved likewise
+     (...certificatesigningrequests:selfnodeclient, group system:nodes).
+'apply' creates or updates them (running it again changes nothing); 'print'
+writes them as YAML for kubectl apply or review. 'generate' warns when a grant
+is missing.`,
+		OnUsageError: onUsage,
+		Subcommands: []*cli.Command{
+			{
+				Name:         "apply",
+				Usage:        "create or update the bindings in the cluster",
+				UsageText:    "kubestrap rbac apply [--kubeconfig FILE]",
+				OnUsageError: onUsage,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "kubeconfig", Usage: "admin kubeconfig `FILE` (default: $KUBECONFIG, then ~/.kube/config)", TakesFile: true},
+					&cli.DurationFlag{Name: "timeout", Usage: "give up after this `LONG`", Value: time.Minute},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usagef("rbac apply takes no arguments")
+					}
+					cfg, source, err := discovery.Kubeconfig(c.String("kubeconfig"))
+					if err != nil {
+						if errors.Is(err, discovery.ErrNoKubeconfig) {
+							return usageError{err}
+						}
+						return err
+					}
+					client, err := kubernetes.NewForConfig(cfg)
+					if err != nil {
+						return fmt.Errorf("%s: %w", source, err)
+					}
+					ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+					defer cancel()
+					results, err := rbac.Apply(ctx, client)
+					for _, r := range results {
+						fmt.Fprintf(c.App.Writer, "clusterrolebinding/%s %s\n", r.Binding, r.Action)
+					}
+					return err
+				},
+			},
+			{
+				Name:         "print",
+				Usage:        "write the bindings as YAML to stdout",
+				UsageText:    "kubestrap rbac print",
+				OnUsageError: onUsage,
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usagef("rbac print takes no arguments")
+					}
+					data, err := rbac.Print()
+					if err != nil {
+						return err
+					}
+					_, err = c.App.Writer.Write(data)
+					return err
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,348 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+)
+
+// Defaults for Cluster's knobs.
+const (
+	DefaultParallel    = 16
+	DefaultReuseMargin = 2 * time.Hour
+	// maxAttempts bounds the retries of one API call on a retryable error.
+	maxAttempts = 6
+)
+
+// Cluster obtains tokens from a live cluster: it reuses a node's token while
+// it stays valid long enough, and otherwise creates the Secret that `kubeadm
+// token create --groups system:bootstrappers:<node>` would.
+type Cluster struct {
+	Client  kubernetes.Interface
+	TTL     time.Duration
+	Signing bool
+	// ReuseMargin: a node's existing token is reused only if it is still
+	// valid this long from now (so the node can boot before it expires).
+	ReuseMargin time.Duration
+	// Rotate mints new tokens for every node and deletes the ones they replace.
+	Rotate bool
+	// Parallel bounds the API calls in flight.
+	Parallel int
+	// Now, Generate and Backoff are injected so tests are repeatable; nil
+	// means the wall clock, cluster-bootstrap's generator, and 100ms doubling.
+	Now      func() time.Time
+	Generate func() (string, error)
+	Backoff  func(attempt int) time.Duration
+	// Progress, if set, is called after each node's token is obtained.
+	Progress func(done int)
+}
+
+// Obtained is the result of Cluster.Obtain.
+type Obtained struct {
+	// Tokens holds one token per node, in the order asked for.
+	Tokens []Token
+	// Created and Reused count what the run did.
+	Created, Reused int
+
+	client   kubernetes.Interface
+	created  []string // Secret names this run created
+	replaced []string // Secret names that rotated tokens replace
+}
+
+// NodeError says which nodes failed and why.
+type NodeError struct {
+	Nodes []string
+	// Last is the last real error seen (not the cancellation it caused).
+	Last error
+}
+
+func (e *NodeError) Error() string {
+	return fmt.Sprintf("no token for %d node(s) (%s): %v", len(e.Nodes), strings.Join(e.Nodes, ", "), e.Last)
+}
+
+func (e *NodeError) Unwrap() error { return e.Last }
+
+// Obtain gets one token per node, all or nothing: if any node fails, the
+// Secrets this run created are deleted before it returns.
+func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error) {
+	now, generate, backoff := c.Now, c.Generate, c.Backoff
+	if now == nil {
+		now = time.Now
+	}
+	if generate == nil {
+		generate = bootstraputil.GenerateBootstrapToken
+	}
+	if backoff == nil {
+		backoff = func(attempt int) time.Duration { return 100 * time.Millisecond << attempt }
+	}
+	parallel := max(c.Parallel, 1)
+	o := &Obtained{client: c.Client, Tokens: make([]Token, len(nodes))}
+
+	existing, err := c.existing(ctx, backoff)
+	if err != nil {
+		return nil, fmt.Errorf("listing bootstrap tokens: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		failed  []string
+		last    error
+		done    int
+		ids     = map[string]bool{}
+		sem     = make(chan struct{}, parallel)
+		wg      sync.WaitGroup
+		reserve = func(id string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if ids[id] || existing.ids[id] {
+				return false
+			}
+			ids[id] = true
+			return true
+		}
+	)
+	for i, node := range nodes {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tok, reused, name, err := c.one(ctx, node, existing.byNode[node], now, generate, backoff, reserve)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				// Nodes cancelled because another failed are not failures.
+				if !(errors.Is(err, context.Canceled) && last != nil) {
+					failed = append(failed, node)
+					last = err
+				}
+				cancel()
+				return
+			}
+			o.Tokens[i] = tok
+			if reused {
+				o.Reused++
+			} else {
+				o.Created++
+				o.created = append(o.created, name)
+				if c.Rotate {
+					for _, s := range existing.byNode[node] {
+						o.replaced = append(o.replaced, s.Name)
+					}
+				}
+			}
+			done++
+			if c.Progress != nil {
+				c.Progress(done)
+			}
+		}()
+	}
+	wg.Wait()
+	if last == nil && ctx.Err() != nil {
+		last = context.Cause(ctx)
+		failed = []string{"(interrupted)"}
+	}
+	if last != nil {
+		slices.Sort(failed)
+		if rerr := o.Rollback(context.WithoutCancel(ctx)); rerr != nil {
+			last = errors.Join(last, rerr)
+		}
+		return nil, &NodeError{Nodes: failed, Last: last}
+	}
+	return o, nil
+}
+
+// one obtains node's token: an existing one still valid past the margin, or
+// a new one. It returns the new Secret's name when it created one.
+func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, now func() time.Time, generate func() (string, error),
+	backoff func(int) time.Duration, reserve func(string) bool) (Token, bool, string, error) {
+	if !c.Rotate {
+		if tok, ok := c.reusable(node, have, now()); ok {
+			return tok, true, "", nil
+		}
+	}
+	for range maxTries {
+		value, err := generate()
+		if err != nil {
+			return Token{}, false, "", fmt.Errorf("node %s: generating a token: %w", node, err)
+		}
+		tok, err := New(value, node, now().Add(c.TTL).UTC().Truncate(time.Second), c.Signing)
+		if err != nil {
+			return Token{}, false, "", fmt.Errorf("node %s: %w", node, err)
+		}
+		if !reserve(tok.ID) {
+			continue
+		}
+		secret := Secret(tok)
+		err = retry(ctx, backoff, func(ctx context.Context) error {
+			_, err := c.Client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{})
+			return err
+		})
+		// An id someone else holds is never overwritten: pick another.
+		if apierrors.IsAlreadyExists(err) {
+			continue
+		}
+		if err != nil {
+			return Token{}, false, "", fmt.Errorf("node %s: creating Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
+		}
+		return tok, false, secret.Name, nil
+	}
+	return Token{}, false, "", fmt.Errorf("node %s: %d token ids in a row were taken", node, maxTries)
+}
+
+// reusable returns the node's token that stays valid longest, if it is valid
+// past now+margin and has the usages asked for.
+func (c *Cluster) reusable(node string, have []corev1.Secret, now time.Time) (Token, bool) {
+	var best Token
+	found := false
+	for _, s := range have {
+		d := s.Data
+		exp, err := time.Parse(time.RFC3339, string(d[bootstrapapi.BootstrapTokenExpirationKey]))
+		if err != nil || !exp.After(now.Add(c.ReuseMargin)) {
+			continue
+		}
+		if string(d[bootstrapapi.BootstrapTokenUsageAuthentication]) != "true" ||
+			(string(d[bootstrapapi.BootstrapTokenUsageSigningKey]) == "true") != c.Signing ||
+			string(d[bootstrapapi.BootstrapTokenExtraGroupsKey]) != Group(node) {
+			continue
+		}
+		tok, err := New(bootstraputil.TokenFromIDAndSecret(string(d[bootstrapapi.BootstrapTokenIDKey]), string(d[bootstrapapi.BootstrapTokenSecretKey])), node, exp, c.Signing)
+		if err != nil {
+			continue
+		}
+		if !found || tok.Expires.After(best.Expires) {
+			best, found = tok, true
+		}
+	}
+	return best, found
+}
+
+type existingTokens struct {
+	byNode map[string][]corev1.Secret
+	ids    map[string]bool
+}
+
+// existing lists the tool's bootstrap tokens once, rather than once per node.
+func (c *Cluster) existing(ctx context.Context, backoff func(int) time.Duration) (existingTokens, error) {
+	ex := existingTokens{byNode: map[string][]corev1.Secret{}, ids: map[string]bool{}}
+	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy}).String()
+	var list *corev1.SecretList
+	err := retry(ctx, backoff, func(ctx context.Context) error {
+		var err error
+		list, err = c.Client.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		return err
+	})
+	if err != nil {
+		return ex, err
+	}
+	for _, s := range list.Items {
+		if s.Type != bootstrapapi.SecretTypeBootstrapToken || s.DeletionTimestamp != nil {
+			continue
+		}
+		ex.ids[string(s.Data[bootstrapapi.BootstrapTokenIDKey])] = true
+		node := s.Annotations[AnnotationNode]
+		ex.byNode[node] = append(ex.byNode[node], s)
+	}
+	return ex, nil
+}
+
+// Rollback deletes the Secrets this run created.
+func (o *Obtained) Rollback(ctx context.Context) error {
+	return deleteSecrets(ctx, o.client, o.created)
+}
+
+// Finish deletes the Secrets that rotated tokens replace; call it once the
+// documents holding the new tokens are written.
+func (o *Obtained) Finish(ctx context.Context) error {
+	return deleteSecrets(ctx, o.client, o.replaced)
+}
+
+func deleteSecrets(ctx context.Context, client kubernetes.Interface, names []string) error {
+	// Cleanup must not hang on a dead API server, nor stop at a cancelled ctx.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, name := range names {
+		err := retry(ctx, func(a int) time.Duration { return 100 * time.Millisecond << a }, func(ctx context.Context) error {
+			return client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{})
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// retry calls f until it succeeds, fails for good, or maxAttempts retryable
+// failures (429, 5xx, timeouts, refused connections) have happened.
+func retry(ctx context.Context, backoff func(int) time.Duration, f func(context.Context) error) error {
+	var err error
+	for attempt := range maxAttempts {
+		if err = f(ctx); err == nil || !retryable(err) {
+			return err
+		}
+		delay := backoff(attempt)
+		if d, ok := apierrors.SuggestsClientDelay(err); ok && time.Duration(d)*time.Second > delay {
+			delay = time.Duration(d) * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			// Keep the real error: "context canceled" alone says nothing.
+			return fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
+		case <-time.After(delay):
+		}
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	if apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Code >= 500 {
+		return true
+	}
+	// Transport failures: refused or reset connections, client timeouts.
+	var netErr net.Error
+	return errors.As(err, &netErr)
+}
+
+// Registered returns those of nodes that already have a Node object: a
+// second machine booted with that name would take the Node over.
+func Registered(ctx context.Context, client kubernetes.Interface, nodes []string) ([]string, error) {
+	list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, n := range nodes {
+		want[n] = true
+	}
+	var found []string
+	for _, n := range list.Items {
+		if want[n.Name] {
+			found = append(found, n.Name)
+		}
+	}
+	slices.Sort(found)
+	return found, nil
+}

@@ -1,0 +1,315 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+// seq is a repeatable token generator: id i is fmt("id%04d").
+func seq() func() (string, error) {
+	var n atomic.Int64
+	return func() (string, error) {
+		i := n.Add(1)
+		return fmt.Sprintf("id%04d.%016d", i, i), nil
+	}
+}
+
+func provider(client *fake.Clientset) *Cluster {
+	return &Cluster{
+		Client: client, TTL: 24 * time.Hour, ReuseMargin: time.Hour, Parallel: 4,
+		Now: func() time.Time { return t0 }, Generate: seq(),
+		Backoff: func(int) time.Duration { return 0 },
+	}
+}
+
+func secrets(t *testing.T, client *fake.Clientset) map[string]corev1.Secret {
+	t.Helper()
+	list, err := client.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]corev1.Secret{}
+	for _, s := range list.Items {
+		out[s.Name] = s
+	}
+	return out
+}
+
+func TestObtainCreatesAndReuses(t *testing.T) {
+	client := fake.NewClientset()
+	p := provider(client)
+	nodes := []string{"n1", "n2", "n3.rack.example.com"}
+	got, err := p.Obtain(context.Background(), nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Created != 3 || got.Reused != 0 {
+		t.Errorf("created %d reused %d", got.Created, got.Reused)
+	}
+	have := secrets(t, client)
+	if len(have) != 3 {
+		t.Fatalf("%d Secrets, want 3", len(have))
+	}
+	for i, tok := range got.Tokens {
+		if tok.Node != nodes[i] {
+			t.Errorf("token %d is for %s, want %s (order kept)", i, tok.Node, nodes[i])
+		}
+		s, ok := have["bootstrap-token-"+tok.ID]
+		if !ok || string(s.Data["token-secret"]) != tok.secret || string(s.Data["auth-extra-groups"]) != Group(nodes[i]) ||
+			s.Labels[LabelManagedBy] != ManagedBy || s.Type != "bootstrap.kubernetes.io/token" {
+			t.Errorf("Secret for %s: %+v", nodes[i], s)
+		}
+	}
+
+	// A re-run an hour later reuses every token: same values, no new Secrets.
+	p.Now = func() time.Time { return t0.Add(time.Hour) }
+	again, err := p.Obtain(context.Background(), nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Created != 0 || again.Reused != 3 || len(secrets(t, client)) != 3 {
+		t.Errorf("re-run created %d reused %d", again.Created, again.Reused)
+	}
+	for i := range nodes {
+		if again.Tokens[i].Value() != got.Tokens[i].Value() {
+			t.Errorf("%s: token changed on re-run", nodes[i])
+		}
+	}
+
+	// Within the margin of expiry, a token is not handed to a node that may
+	// boot later: a new one is minted, the old one left to expire.
+	p.Now = func() time.Time { return t0.Add(23*time.Hour + 30*time.Minute) }
+	late, err := p.Obtain(context.Background(), nodes[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if late.Created != 1 || late.Tokens[0].ID == got.Tokens[0].ID || len(secrets(t, client)) != 4 {
+		t.Errorf("near expiry: created %d, id %s", late.Created, late.Tokens[0].ID)
+	}
+}
+
+func TestObtainRotate(t *testing.T) {
+	client := fake.NewClientset()
+	p := provider(client)
+	first, err := p.Obtain(context.Background(), []string{"n1", "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Rotate = true
+	rotated, err := p.Obtain(context.Background(), []string{"n1", "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.Created != 2 || len(secrets(t, client)) != 4 {
+		t.Fatalf("rotate created %d, %d Secrets before Finish", rotated.Created, len(secrets(t, client)))
+	}
+	if err := rotated.Finish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	have := secrets(t, client)
+	for _, old := range first.Tokens {
+		if _, ok := have["bootstrap-token-"+old.ID]; ok {
+			t.Errorf("replaced token %s still exists", old.ID)
+		}
+	}
+	for _, tok := range rotated.Tokens {
+		if _, ok := have["bootstrap-token-"+tok.ID]; !ok {
+			t.Errorf("new token %s missing", tok.ID)
+		}
+	}
+}
+
+// An id that already exists (someone else's token) is never overwritten.
+func TestObtainNeverOverwrites(t *testing.T) {
+	theirs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-id0001", Namespace: "kube-system"},
+		Type: "bootstrap.kubernetes.io/token", Data: map[string][]byte{"token-secret": []byte("theirs")}}
+	client := fake.NewClientset(theirs)
+	var updates atomic.Int32
+	client.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		updates.Add(1)
+		return false, nil, nil
+	})
+	got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tokens[0].ID == "id0001" || updates.Load() != 0 {
+		t.Errorf("took id %s with %d updates", got.Tokens[0].ID, updates.Load())
+	}
+	if s := secrets(t, client)["bootstrap-token-id0001"]; string(s.Data["token-secret"]) != "theirs" {
+		t.Error("existing Secret was modified")
+	}
+}
+
+func TestObtainRetries(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+	}{
+		{"429", apierrors.NewTooManyRequests("slow down", 0)},
+		{"500", apierrors.NewInternalError(errors.New("etcd hiccup"))},
+		{"503", apierrors.NewServiceUnavailable("restarting")},
+		{"timeout", apierrors.NewServerTimeout(schema.GroupResource{Resource: "secrets"}, "create", 0)},
+		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			var calls atomic.Int32
+			client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if calls.Add(1) <= 2 {
+					return true, nil, tt.err
+				}
+				return false, nil, nil
+			})
+			got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+			if err != nil {
+				t.Fatalf("not retried: %v", err)
+			}
+			if calls.Load() != 3 || got.Created != 1 {
+				t.Errorf("calls %d created %d", calls.Load(), got.Created)
+			}
+		})
+	}
+}
+
+// One node failing for good fails the run, names the node and the real
+// error, and deletes what the run created.
+func TestObtainAllOrNothing(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		s := a.(k8stesting.CreateAction).GetObject().(*corev1.Secret)
+		if s.Annotations[AnnotationNode] == "n3" {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, s.Name, errors.New("RBAC says no"))
+		}
+		return false, nil, nil
+	})
+	p := provider(client)
+	p.Parallel = 1
+	_, err := p.Obtain(context.Background(), []string{"n1", "n2", "n3", "n4"})
+	var ne *NodeError
+	if !errors.As(err, &ne) {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Join(ne.Nodes, ",") != "n3" || !strings.Contains(err.Error(), "RBAC says no") {
+		t.Errorf("err = %v", err)
+	}
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("the real error is not kept: %v", err)
+	}
+	if left := secrets(t, client); len(left) != 0 {
+		t.Errorf("%d Secrets left after a failed run", len(left))
+	}
+	if strings.Contains(err.Error(), "000000000000000") {
+		t.Errorf("error shows a token secret: %v", err)
+	}
+}
+
+// An unreachable API server fails within the retry bound with the transport
+// error, not a bare timeout.
+func TestObtainUnreachable(t *testing.T) {
+	client := fake.NewClientset()
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, refused })
+	start := time.Now()
+	_, err := provider(client).Obtain(context.Background(), []string{"n1", "n2"})
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// The fake clientset serialises its reactors, so concurrency is measured
+// against a real HTTP server speaking the Secrets API.
+func TestObtainBoundsConcurrency(t *testing.T) {
+	var inFlight, peak, creates atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			fmt.Fprint(w, `{"kind":"SecretList","apiVersion":"v1","items":[]}`)
+			return
+		}
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		creates.Add(1)
+		time.Sleep(5 * time.Millisecond)
+		w.WriteHeader(http.StatusCreated)
+		body, _ := io.ReadAll(r.Body)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, QPS: 1000, Burst: 1000, ContentConfig: rest.ContentConfig{ContentType: "application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := provider(nil)
+	p.Client = client
+	p.Parallel = 3
+	var mu sync.Mutex
+	progress := 0
+	p.Progress = func(done int) { mu.Lock(); progress = max(progress, done); mu.Unlock() }
+	nodes := make([]string, 30)
+	for i := range nodes {
+		nodes[i] = fmt.Sprint("n", i)
+	}
+	if _, err := p.Obtain(context.Background(), nodes); err != nil {
+		t.Fatal(err)
+	}
+	if peak.Load() != 3 || creates.Load() != 30 {
+		t.Errorf("peak concurrency %d over %d creates, want 3 over 30", peak.Load(), creates.Load())
+	}
+	if progress != 30 {
+		t.Errorf("progress reached %d", progress)
+	}
+}
+
+func TestObtainCancelled(t *testing.T) {
+	client := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		cancel() // Ctrl-C during the run
+		return false, nil, nil
+	})
+	p := provider(client)
+	p.Parallel = 1
+	_, err := p.Obtain(ctx, []string{"n1", "n2", "n3"})
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if left := secrets(t, client); len(left) != 0 {
+		t.Errorf("%d Secrets left after cancel", len(left))
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}}, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other"}})
+	got, err := Registered(context.Background(), client, []string{"n1", "n2"})
+	if err != nil || len(got) != 1 || got[0] != "n2" {
+		t.Errorf("Registered = %v, %v", got, err)
+	}
+}
