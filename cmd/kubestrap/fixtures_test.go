@@ -20,6 +20,8 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubestrap/kubestrap/generator/encode/ignition"
+	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/render"
 	"github.com/kubestrap/kubestrap/generator/token"
 	"github.com/kubestrap/kubestrap/internal/parseback"
@@ -267,5 +269,56 @@ func runValidator(t *testing.T, tool string, data []byte, args ...string) {
 	out, err := exec.Command(tool, append(args, f)...).CombinedOutput()
 	if err != nil {
 		t.Errorf("%s %s rejected the document: %v\n%s", filepath.Base(tool), strings.Join(args, " "), err, out)
+	}
+}
+
+// The Ignition fast path (one Butane translation per run, contents filled in
+// per node) must write what Butane writes for each node: checked here on the
+// fixtures' real nodes, for every variant the fixtures use.
+func TestFastPathMatchesButane(t *testing.T) {
+	for _, src := range []model.Sources{
+		{ClusterFile: "../../fixtures/guide/cluster.yaml"},
+		{ClusterFile: "../../fixtures/guide/cluster.yaml", Overrides: model.Overrides{Profile: "legacy"}},
+		{EnvFile: "../../fixtures/guide/environment.sh", Overrides: model.Overrides{CAFile: "../../fixtures/pki/ca.pem"}},
+	} {
+		c, err := model.Load(context.Background(), src, fixedNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := render.New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen := repeatable().generateToken
+		for _, opts := range []ignition.Options{{}, {Variant: "flatcar"}, {Version: "1.5.0"}} {
+			var tmpl *ignition.Template
+			for _, n := range c.Nodes {
+				value, _ := gen()
+				tok, err := token.New(value, n.Name, fixedNow, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, err := r.Node(n, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tmpl == nil {
+					if tmpl, err = ignition.NewTemplate(a, opts); err != nil {
+						t.Fatal(err)
+					}
+				}
+				fast, _, err := tmpl.Fill(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				slow, err := ignition.Encode(a, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(fast, slow.Ignition) {
+					t.Errorf("%v %+v %s: the fast path differs from Butane", src, opts, n.Name)
+				}
+			}
+		}
 	}
 }

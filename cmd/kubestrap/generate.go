@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -322,26 +321,9 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		return err
 	}
 
-	// Encoder warnings are usually the same for every node: say each once.
-	warnings := map[string]int{}
-	rows := make([]summaryRow, 0, len(cluster.Nodes))
-	for i, n := range cluster.Nodes {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		tok := toks.list[i]
-		files, err := nodeDocuments(r, n, tok, o, warnings)
-		if err != nil {
-			return err
-		}
-		row := summaryRow{node: n.Name, tokenID: tok.ID}
-		for _, f := range files {
-			if err := stage.WriteFile(path.Join(n.Name, f.name), f.data, secretMode); err != nil {
-				return fmt.Errorf("node %s: %w", n.Name, err)
-			}
-			row.files = append(row.files, f.name)
-		}
-		rows = append(rows, row)
+	rows, warnings, err := writeNodes(ctx, r, cluster.Nodes, toks.list, o, stage)
+	if err != nil {
+		return err
 	}
 	if toks.manifests != nil {
 		if err := stage.WriteFile(fileTokens, toks.manifests, secretMode); err != nil {
@@ -431,38 +413,40 @@ type namedFile struct {
 	data []byte
 }
 
-// nodeDocuments renders one node and encodes it in every format asked for.
-func nodeDocuments(r *render.Renderer, n model.Node, tok token.Token, o generateOptions, warnings map[string]int) ([]namedFile, error) {
-	assets, err := r.Node(n, tok)
-	if err != nil {
-		return nil, err
-	}
-	var files []namedFile
+// nodeDocuments encodes one node's assets in every format asked for, and
+// returns the encoders' warnings.
+func nodeDocuments(assets render.Assets, enc *ignitionEncoder, o generateOptions) ([]namedFile, []string, error) {
+	var (
+		files    []namedFile
+		warnings []string
+	)
 	if o.ignition {
-		res, err := ignition.Encode(assets, o.ign)
+		ign, w, err := enc.encode(assets)
 		if err != nil {
-			return nil, fmt.Errorf("node %s: ignition: %w", n.Name, err)
+			return nil, nil, fmt.Errorf("node %s: ignition: %w", assets.Node, err)
 		}
-		for _, w := range res.Warnings {
-			warnings["ignition: "+w]++
-		}
-		files = append(files, namedFile{fileIgnition, res.Ignition})
+		warnings = w
+		files = append(files, namedFile{fileIgnition, ign})
 		if o.butane {
-			files = append(files, namedFile{fileButane, res.Butane})
+			bu, err := ignition.Butane(assets, o.ign)
+			if err != nil {
+				return nil, nil, fmt.Errorf("node %s: butane: %w", assets.Node, err)
+			}
+			files = append(files, namedFile{fileButane, bu})
 		}
 	}
 	if o.cloudInit {
 		ud, err := cloudinit.UserData(assets)
 		if err != nil {
-			return nil, fmt.Errorf("node %s: cloud-init: %w", n.Name, err)
+			return nil, nil, fmt.Errorf("node %s: cloud-init: %w", assets.Node, err)
 		}
 		md, err := cloudinit.MetaData(assets)
 		if err != nil {
-			return nil, fmt.Errorf("node %s: cloud-init: %w", n.Name, err)
+			return nil, nil, fmt.Errorf("node %s: cloud-init: %w", assets.Node, err)
 		}
 		files = append(files, namedFile{fileUserData, ud}, namedFile{fileMetaData, md})
 	}
-	return files, nil
+	return files, warnings, nil
 }
 
 func printSummary(w io.Writer, rows []summaryRow) {

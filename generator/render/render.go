@@ -70,6 +70,8 @@ type Renderer struct {
 	base map[string]any
 	// baseChecked: base decodes as a KubeletConfiguration.
 	baseChecked bool
+	// shared holds what nodes have in common, rendered once.
+	shared shared
 	// Warnings are for the user: what the profile opens, what it dropped.
 	Warnings []string
 }
@@ -110,12 +112,10 @@ func New(c *model.Cluster) (*Renderer, error) {
 	if c.Kubelet.ServerTLSBootstrap {
 		r.base["serverTLSBootstrap"] = true
 	}
-	if len(c.Nodes) > 0 {
-		if _, err := r.kubeletConfig(model.Node{Name: c.Nodes[0].Name, IP: c.Nodes[0].IP}); err != nil {
-			return nil, err
-		}
-		r.baseChecked = true
+	if err := r.prepareShared(); err != nil {
+		return nil, err
 	}
+	r.baseChecked = true
 	return r, nil
 }
 
@@ -165,17 +165,29 @@ func (r *Renderer) Check(n model.Node) error {
 
 // Node renders one node's assets.
 func (r *Renderer) Node(n model.Node, tok token.Token) (Assets, error) {
+	return r.node(n, tok, true)
+}
+
+// node renders n; with shared it fills in the parts rendered once in New
+// where n allows (the result is the same bytes, see TestSharedMatchesFull).
+func (r *Renderer) node(n model.Node, tok token.Token, useShared bool) (Assets, error) {
 	at := "node " + n.Name
 	if err := r.checkUser(at+": kubelet", n.Kubelet); err != nil {
 		return Assets{}, err
 	}
-	kubeconfig, err := r.bootstrapKubeconfig(tok)
-	if err != nil {
-		return Assets{}, fmt.Errorf("%s: bootstrap kubeconfig: %w", at, err)
+	kubeconfig, ok := r.shared.kubeconfigFor(tok)
+	if !ok || !useShared {
+		var err error
+		if kubeconfig, err = r.bootstrapKubeconfig(tok.Value()); err != nil {
+			return Assets{}, fmt.Errorf("%s: bootstrap kubeconfig: %w", at, err)
+		}
 	}
-	config, err := r.kubeletConfig(n)
-	if err != nil {
-		return Assets{}, fmt.Errorf("%s: %w", at, err)
+	config, ok := r.shared.configFor(n)
+	if !ok || !useShared {
+		var err error
+		if config, err = r.kubeletConfig(n); err != nil {
+			return Assets{}, fmt.Errorf("%s: %w", at, err)
+		}
 	}
 	unit, err := r.unit(n, config)
 	if err != nil {
@@ -200,13 +212,13 @@ func (r *Renderer) Node(n model.Node, tok token.Token) (Assets, error) {
 
 // bootstrapKubeconfig is what the guide's four `kubectl config` calls built,
 // as a clientcmd struct rather than text.
-func (r *Renderer) bootstrapKubeconfig(tok token.Token) ([]byte, error) {
+func (r *Renderer) bootstrapKubeconfig(tok string) ([]byte, error) {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[KubeconfigCluster] = &clientcmdapi.Cluster{
 		Server:                   r.cluster.APIServer,
 		CertificateAuthorityData: r.cluster.CAPEM,
 	}
-	cfg.AuthInfos[KubeconfigUser] = &clientcmdapi.AuthInfo{Token: tok.Value()}
+	cfg.AuthInfos[KubeconfigUser] = &clientcmdapi.AuthInfo{Token: tok}
 	cfg.Contexts[KubeconfigContext] = &clientcmdapi.Context{Cluster: KubeconfigCluster, AuthInfo: KubeconfigUser}
 	cfg.CurrentContext = KubeconfigContext
 	return clientcmd.Write(*cfg)

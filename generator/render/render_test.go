@@ -414,3 +414,47 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// The shared fast path must give the full path's bytes: for tokens that start
+// with a letter or a digit (the latter take the full path), IPv4 and IPv6
+// addresses, and nodes with and without their own kubelet settings.
+func TestSharedMatchesFull(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.Nodes = []model.Node{
+		{Name: "v4", IP: "10.1.2.3"},
+		{Name: "v6", IP: "fd00::1:2"},
+		{Name: "own", IP: "10.1.2.4", Kubelet: model.KubeletOverrides{Config: map[string]any{"maxPods": 12}}},
+	}
+	r, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, value := range []string{"abcdef.0123456789abcdef", "z00000.0000000000000000", "123456.1234567890123456", "0e5000.1111111111111111"} {
+		for _, n := range c.Nodes {
+			tok, err := token.New(value, n.Name, mustTime(t), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fast, err := r.node(n, tok, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := r.node(n, tok, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range full.Files {
+				if !bytes.Equal(fast.Files[i].Contents, full.Files[i].Contents) {
+					t.Errorf("%s %s: %s differs:\nfast %s\nfull %s", value, n.Name, full.Files[i].Path, fast.Files[i].Contents, full.Files[i].Contents)
+				}
+			}
+			if !bytes.Equal(fast.Units[0].Contents, full.Units[0].Contents) {
+				t.Errorf("%s %s: unit differs", value, n.Name)
+			}
+			cfg, err := clientcmd.Load(file(t, fast, BootstrapKubeconfigPath).Contents)
+			if err != nil || cfg.AuthInfos[KubeconfigUser].Token != value {
+				t.Errorf("%s: token does not load back: %v", value, err)
+			}
+		}
+	}
+}
