@@ -440,7 +440,7 @@ func nodeDocuments(assets render.Assets, enc *ignitionEncoder, o generateOptions
 		if err != nil {
 			return nil, nil, fmt.Errorf("node %s: cloud-init: %w", assets.Node, err)
 		}
-		md, err := cloudinit.MetaData(assets)
+		md, err := cloudinit.MetaData(assets, ud)
 		if err != nil {
 			return nil, nil, fmt.Errorf("node %s: cloud-init: %w", assets.Node, err)
 		}

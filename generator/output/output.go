@@ -10,7 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +26,7 @@ type Stage struct {
 	target  string
 	staging string
 	replace bool
+	dirs    sync.Map // directories created below staging
 }
 
 // Begin checks the target and creates the staging directory. With force an
@@ -63,74 +64,90 @@ func Begin(target string, force bool) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.staging = filepath.Clean(s.staging)
 	return s, nil
 }
 
 // WriteFile writes rel (a slash-separated path inside the output) with mode,
-// creating parent directories 0700. The file is written to a temporary name
-// and renamed into place, so it is never seen half-written.
+// creating parent directories 0700. It is safe for concurrent use.
+//
+// Files are created O_EXCL|O_NOFOLLOW inside the private staging directory:
+// no one else can see or pre-place anything there, so a file is never written
+// through a symlink, and nothing is visible half-written because the whole
+// directory is renamed into place by Commit. That rename is the temp-and-
+// rename step, done once for the tree instead of once per file (a 10,000-node
+// run writes 40,000 files, and every system call counts).
 func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) error {
 	if !filepath.IsLocal(rel) {
 		return fmt.Errorf("output path %q leaves the output directory", rel)
 	}
 	name := filepath.Join(s.staging, filepath.FromSlash(rel))
-	dir := filepath.Dir(name)
-	if err := mkdirAll(s.staging, dir); err != nil {
+	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
 		return err
 	}
-	return writeAtomic(dir, name, data, mode)
-}
-
-// mkdirAll creates dir and its parents below root with DirMode, chmodding
-// each so the umask cannot widen or narrow it.
-func mkdirAll(root, dir string) error {
-	rel, err := filepath.Rel(root, dir)
-	if err != nil || rel == "." {
-		return err
-	}
-	cur := root
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		cur = filepath.Join(cur, part)
-		err := os.Mkdir(cur, DirMode)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := os.Chmod(cur, DirMode); err != nil {
-			return err
-		}
+	if err := writeNew(name, data, mode); err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
 	}
 	return nil
 }
 
-func writeAtomic(dir, name string, data []byte, mode fs.FileMode) (err error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
+// mkdirAll creates dir and its parents below the staging root with DirMode,
+// chmodding each so the umask cannot change it; each directory once.
+func (s *Stage) mkdirAll(dir string) error {
+	if len(dir) <= len(s.staging) {
+		return nil // the staging root, which Begin made
+	}
+	if _, done := s.dirs.Load(dir); done {
+		return nil
+	}
+	if err := s.mkdirAll(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	err := unix.Mkdir(dir, uint32(DirMode))
+	switch {
+	case errors.Is(err, unix.EEXIST):
+	case err != nil:
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
+	default:
+		if err := unix.Chmod(dir, uint32(DirMode)); err != nil {
+			return &fs.PathError{Op: "chmod", Path: dir, Err: err}
+		}
+	}
+	s.dirs.Store(dir, true)
+	return nil
+}
+
+// writeNew creates name, which must not exist, with exactly mode (fchmod, so
+// the umask does not matter and the data is never readable under a wider
+// mode), and writes data. It uses the system calls directly: os.File would
+// add several more per file for the runtime's poller.
+func writeNew(name string, data []byte, mode fs.FileMode) (err error) {
+	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer func() {
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			unix.Unlink(name)
 		}
 	}()
-	// Chmod on the open file: the mode is exact whatever the umask, and the
-	// data is never readable under a wider mode than asked.
-	if err = f.Chmod(mode); err != nil {
+	if err = unix.Fchmod(fd, uint32(mode.Perm())); err != nil {
 		return err
 	}
-	if _, err = f.Write(data); err != nil {
-		return err
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		data = data[n:]
 	}
-	// No fsync per file: nothing is visible until Commit, which syncs the
-	// whole filesystem once before the rename that publishes the output.
-	if err = f.Close(); err != nil {
-		return err
-	}
-	// rename(2) replaces a symlink at name rather than following it.
-	return os.Rename(f.Name(), name)
+	return nil
 }
 
 // Commit puts the staged directory in the target's place. A replaced target

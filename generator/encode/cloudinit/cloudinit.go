@@ -81,10 +81,25 @@ func dirMode(m uint32) string {
 // UserData returns a's #cloud-config user-data: write_files for every file and
 // unit, then runcmd to create the directories, reload systemd and enable and
 // start every unit.
+//
+// Assets whose paths, names and contents are all of the kinds kubestrap
+// renders (see appendUserData) are written directly, which is much faster;
+// any other is marshalled by yaml.v3 with checked scalar styles
+// (marshalUserData). Both give the same bytes for the same assets.
 func UserData(a render.Assets) ([]byte, error) {
 	if err := layout.Check(a); err != nil {
 		return nil, fmt.Errorf("cloud-init user-data for node %q: %w", a.Node, err)
 	}
+	if out, ok := appendUserData(make([]byte, 0, sizeHint(a)), a); ok {
+		return out, nil
+	}
+	return marshalUserData(a)
+}
+
+// marshalUserData is UserData for assets that layout.Check accepted, by way
+// of yaml.v3: it handles every input, at roughly a hundred times the cost of
+// appendUserData, and is the reference appendUserData is tested against.
+func marshalUserData(a render.Assets) ([]byte, error) {
 	var ud userData
 	for _, f := range a.Files {
 		// layout.Check has vetted every mode, so UnixMode cannot fail here.
@@ -134,6 +149,180 @@ func UserData(a render.Assets) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// The fixed parts of the document as marshalUserData's encoder writes them
+// (block sequences indented by 2 under their key, runcmd entries as flow
+// sequences on one line: yaml.v3 sets no line width, so it never wraps one).
+// Owner and its user and group are plain scalars; the tests that compare
+// appendUserData with marshalUserData fail if a change to Owner makes that
+// untrue.
+const (
+	fileOwner   = "    owner: " + Owner + "\n"
+	filePerm    = "    permissions: \""
+	fileContent = "    content: "
+	fileB64     = "    encoding: b64\n" + fileContent
+	installArgs = "  - [install, -d, -m, \""
+	daemonLine  = "  - [systemctl, daemon-reload]\n"
+	enableArgs  = "  - [systemctl, enable, --now, "
+	// contentIndent is where the lines of a content block start.
+	contentIndent = 6
+)
+
+var ownerArgs = func() string {
+	owner, group, _ := strings.Cut(Owner, ":")
+	return "\", -o, " + owner + ", -g, " + group + ", "
+}()
+
+// appendUserData appends to dst what marshalUserData returns for a, provided
+// every scalar in it is of a kind whose YAML is known in advance: paths and
+// unit names that are plainWords, text contents that are
+// layout.IsPlainLiteral (written by layout.AppendLiteral) and binary contents
+// whose base64 is plainBase64. Modes are known to be octal digits, which
+// yaml.v3 quotes because they read as integers. For anything else it reports
+// false, leaving dst in an unspecified state. a must have passed
+// layout.Check.
+func appendUserData(dst []byte, a render.Assets) ([]byte, bool) {
+	if len(a.Files)+len(a.Units)+len(a.Dirs) == 0 {
+		// yaml.v3 writes an empty mapping as "{}".
+		return dst, false
+	}
+	dst = append(dst, Header...)
+	if len(a.Files)+len(a.Units) > 0 {
+		dst = append(dst, "write_files:\n"...)
+	}
+	for _, f := range a.Files {
+		if !plainWord(f.Path) {
+			return dst, false
+		}
+		m, _ := layout.UnixMode(f.Mode)
+		dst = appendFileHead(dst, f.Path, m)
+		switch {
+		case layout.IsPlainLiteral(f.Contents):
+			dst = append(dst, fileContent...)
+			dst = layout.AppendLiteral(dst, f.Contents, contentIndent)
+		case !layout.IsText(f.Contents):
+			dst = append(dst, fileB64...)
+			start := len(dst)
+			dst = base64.StdEncoding.AppendEncode(dst, f.Contents)
+			if !plainBase64(dst[start:]) {
+				return dst, false
+			}
+			dst = append(dst, '\n')
+		default:
+			return dst, false
+		}
+	}
+	for _, u := range a.Units {
+		p := layout.UnitPath(u.Name)
+		if !plainWord(p) || !plainWord(u.Name) || !layout.IsPlainLiteral(u.Contents) {
+			return dst, false
+		}
+		dst = appendFileHead(dst, p, uint32(render.UnitMode.Perm()))
+		dst = append(dst, fileContent...)
+		dst = layout.AppendLiteral(dst, u.Contents, contentIndent)
+	}
+	if len(a.Dirs)+len(a.Units) > 0 {
+		dst = append(dst, "runcmd:\n"...)
+	}
+	for _, d := range a.Dirs {
+		if !plainWord(d.Path) {
+			return dst, false
+		}
+		m, _ := layout.UnixMode(d.Mode)
+		dst = append(dst, installArgs...)
+		dst = appendOctal(dst, m, 5)
+		dst = append(dst, ownerArgs...)
+		dst = append(dst, d.Path...)
+		dst = append(dst, "]\n"...)
+	}
+	if len(a.Units) > 0 {
+		dst = append(dst, daemonLine...)
+	}
+	for _, u := range a.Units {
+		dst = append(dst, enableArgs...)
+		dst = append(dst, u.Name...)
+		dst = append(dst, "]\n"...)
+	}
+	return dst, true
+}
+
+// appendFileHead appends a write_files entry up to its content.
+func appendFileHead(dst []byte, path string, mode uint32) []byte {
+	dst = append(dst, "  - path: "...)
+	dst = append(dst, path...)
+	dst = append(dst, '\n')
+	dst = append(dst, fileOwner...)
+	dst = append(dst, filePerm...)
+	dst = appendOctal(dst, mode, 4)
+	return append(dst, "\"\n"...)
+}
+
+// appendOctal appends m (at most 0o777, as layout.UnixMode guarantees) in
+// octal with leading zeros to width digits: what octal and dirMode return.
+func appendOctal(dst []byte, m uint32, width int) []byte {
+	for range width - 3 {
+		dst = append(dst, '0')
+	}
+	return append(dst, byte('0'+m>>6&7), byte('0'+m>>3&7), byte('0'+m&7))
+}
+
+// sizeHint is a generous estimate of the size of a's user-data, so that
+// appendUserData rarely has to grow its buffer.
+func sizeHint(a render.Assets) int {
+	n := len(Header) + 64
+	for _, f := range a.Files {
+		n += 96 + len(f.Path) + len(f.Contents)*4/3
+	}
+	for _, u := range a.Units {
+		n += 160 + 2*len(u.Name) + len(u.Contents)*4/3
+	}
+	for _, d := range a.Dirs {
+		n += 64 + len(d.Path)
+	}
+	return n
+}
+
+// plainWord reports whether yaml.v3 writes s unquoted both as a block
+// mapping value and as an item of a flow sequence. It accepts a path (s
+// starts with '/') or a dotted name starting with a letter (a unit name), made
+// only of ASCII letters, digits and "/._+@=-". Such a string has no YAML
+// indicator, quote, space or line break in it, so only what it would resolve
+// to as a plain scalar could make yaml.v3 quote it, and it resolves to a
+// string: yaml.v3 tries numbers and timestamps only after a leading digit,
+// sign or dot, and the reserved words it checks (true, null, .inf, yes, off,
+// ...) contain neither a '/' nor a '.' after a letter.
+func plainWord(s string) bool {
+	if s == "" {
+		return false
+	}
+	dot := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '/', c == '_', c == '+', c == '@', c == '=', c == '-':
+		case c == '.':
+			dot = true
+		default:
+			return false
+		}
+	}
+	c := s[0]
+	return c == '/' || dot && ('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z')
+}
+
+// plainBase64 reports whether yaml.v3 writes the base64 text b unquoted as a
+// block mapping value: base64 has no indicator, space or line break in it, so
+// as in plainWord only resolving could make it quote b, and b resolves to a
+// string if it starts with '/' or with a letter and is too long for a
+// reserved word (the longest, "false", has five letters).
+func plainBase64(b []byte) bool {
+	if len(b) < 6 {
+		return false
+	}
+	c := b[0]
+	return c == '/' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
 type metaData struct {
 	InstanceID    string `yaml:"instance-id"`
 	LocalHostname string `yaml:"local-hostname"`
@@ -151,19 +340,63 @@ func InstanceID(node string, userData []byte) string {
 	return node + "-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// MetaData returns a's NoCloud meta-data: its instance-id (see InstanceID) and
-// local-hostname, the node name.
-func MetaData(a render.Assets) ([]byte, error) {
+// MetaData returns a's NoCloud meta-data: its instance-id (see InstanceID),
+// computed from userData, which must be UserData(a), and local-hostname, the
+// node name.
+func MetaData(a render.Assets, userData []byte) ([]byte, error) {
 	if a.Node == "" {
 		return nil, fmt.Errorf("cloud-init meta-data: node name is empty")
 	}
-	ud, err := UserData(a)
-	if err != nil {
-		return nil, fmt.Errorf("cloud-init meta-data: %w", err)
+	if !bytes.HasPrefix(userData, []byte(Header)) {
+		return nil, fmt.Errorf("cloud-init meta-data for node %q: the user-data given is not a %s document", a.Node, strings.TrimSpace(Header))
 	}
-	out, err := yaml.Marshal(metaData{InstanceID: InstanceID(a.Node, ud), LocalHostname: a.Node})
+	id := InstanceID(a.Node, userData)
+	if plainName(a.Node) {
+		// id, the node name, "-" and twelve hex digits, is then a
+		// plainName as well, and too long to be a reserved word.
+		out := make([]byte, 0, len(mdID)+len(id)+len(mdHost)+len(a.Node)+1)
+		out = append(out, mdID...)
+		out = append(out, id...)
+		out = append(out, mdHost...)
+		out = append(out, a.Node...)
+		return append(out, '\n'), nil
+	}
+	out, err := yaml.Marshal(metaData{InstanceID: id, LocalHostname: a.Node})
 	if err != nil {
 		return nil, fmt.Errorf("marshalling cloud-init meta-data for node %q: %w", a.Node, err)
 	}
 	return out, nil
+}
+
+const (
+	mdID   = "instance-id: "
+	mdHost = "\nlocal-hostname: "
+)
+
+// plainName reports whether yaml.v3 writes s unquoted as a block mapping
+// value, for the node names people use: s starts with an ASCII letter, has
+// only letters, digits and "._-" in it, and is not one of the words yaml.v3
+// reads as, or quotes for YAML 1.1 readers as, a boolean or null. As in
+// plainWord, nothing else that starts with a letter resolves to anything but
+// a string.
+func plainName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	switch s {
+	case "true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL",
+		"y", "Y", "yes", "Yes", "YES", "on", "On", "ON",
+		"n", "N", "no", "No", "NO", "off", "Off", "OFF":
+		return false
+	}
+	return true
 }

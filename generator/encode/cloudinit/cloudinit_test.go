@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,12 +114,12 @@ func TestInvalidAssets(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := sample.Assets()
 			tt.modify(&a)
-			_, err := cloudinit.UserData(a)
+			ud, err := cloudinit.UserData(a)
 			if err == nil || !strings.Contains(err.Error(), tt.mention) {
 				t.Errorf("UserData() = %v, want an error mentioning %q", err, tt.mention)
 			}
-			if _, err := cloudinit.MetaData(a); err == nil {
-				t.Errorf("MetaData() accepted assets UserData rejects")
+			if _, err := cloudinit.MetaData(a, ud); err == nil {
+				t.Errorf("MetaData() accepted the user-data of a failed UserData()")
 			}
 		})
 	}
@@ -126,7 +127,11 @@ func TestInvalidAssets(t *testing.T) {
 
 func TestMetaData(t *testing.T) {
 	a := sample.Assets()
-	md, err := cloudinit.MetaData(a)
+	ud, err := cloudinit.UserData(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := cloudinit.MetaData(a, ud)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,10 +144,6 @@ func TestMetaData(t *testing.T) {
 	if err := dec.Decode(&got); err != nil {
 		t.Fatalf("meta-data does not parse: %v\n%s", err, md)
 	}
-	ud, err := cloudinit.UserData(a)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum := sha256.Sum256(ud)
 	if want := "kube-node1-" + hex.EncodeToString(sum[:])[:12]; got.InstanceID != want {
 		t.Errorf("instance-id = %q, want %q", got.InstanceID, want)
@@ -151,7 +152,11 @@ func TestMetaData(t *testing.T) {
 		t.Errorf("local-hostname = %q, want kube-node1", got.LocalHostname)
 	}
 
-	again, err := cloudinit.MetaData(sample.Assets())
+	udAgain, err := cloudinit.UserData(sample.Assets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := cloudinit.MetaData(sample.Assets(), udAgain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +168,11 @@ func TestMetaData(t *testing.T) {
 	// that already ran the old one would skip write_files and runcmd.
 	changed := sample.Assets()
 	changed.Files[1].Contents = bytes.Replace(changed.Files[1].Contents, []byte(sample.Token), []byte("abcdef.0123456789abcdef"), 1)
-	md2, err := cloudinit.MetaData(changed)
+	ud2, err := cloudinit.UserData(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md2, err := cloudinit.MetaData(changed, ud2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +180,13 @@ func TestMetaData(t *testing.T) {
 		t.Errorf("instance-id after a token change = %q (before %q)", id, got.InstanceID)
 	}
 
-	if _, err := cloudinit.MetaData(render.Assets{}); err == nil {
+	if _, err := cloudinit.MetaData(render.Assets{}, ud); err == nil {
 		t.Error("MetaData accepted an empty node name")
+	}
+	for _, bad := range [][]byte{nil, []byte("instance-id: x\n")} {
+		if _, err := cloudinit.MetaData(a, bad); err == nil {
+			t.Errorf("MetaData accepted user-data %q", bad)
+		}
 	}
 }
 
@@ -191,7 +205,11 @@ func TestMetaDataQuoting(t *testing.T) {
 	for _, node := range []string{"yes", "off", "1234", "0x1f", "1e3", "null", "node-1"} {
 		a := sample.Assets()
 		a.Node = node
-		md, err := cloudinit.MetaData(a)
+		ud, err := cloudinit.UserData(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := cloudinit.MetaData(a, ud)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +229,7 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md, err := cloudinit.MetaData(a)
+	md, err := cloudinit.MetaData(a, ud)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,6 +289,13 @@ func TestCloudInitSchema(t *testing.T) {
 	}
 	if out, err := schema(t, tricky); err != nil || strings.Contains(strings.ToLower(out), "deprecated") {
 		t.Errorf("cloud-init schema on the tricky assets: %v\n%s", err, out)
+	}
+	generated, err := cloudinit.UserData(generatedAssets(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := schema(t, generated); err != nil || strings.Contains(strings.ToLower(out), "deprecated") {
+		t.Errorf("cloud-init schema on the generated assets: %v\n%s", err, out)
 	}
 	broken := bytes.Replace(ud, []byte(`permissions: "0600"`), []byte(`permissions: 0600`), 1)
 	if out, err := schema(t, broken); err == nil {
@@ -349,6 +374,7 @@ func TestCloudInitWritesFiles(t *testing.T) {
 		{"sample", sample.Assets()},
 		{"parent dir tightened", tightened},
 		{"tricky", sample.TrickyAssets()},
+		{"generated", generatedAssets(t)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -380,6 +406,22 @@ func TestCloudInitWritesFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// generatedAssets returns seeded random assets made only of what UserData
+// writes without yaml.v3 (see sample.RandomAssets), many files of them, so the
+// real cloud-init runs check that path's output too.
+func generatedAssets(t *testing.T) render.Assets {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, 8))
+	var a render.Assets
+	for len(a.Files) < 40 || len(a.Dirs) == 0 || len(a.Units) == 0 {
+		a = sample.RandomAssets(r.IntN, 80, true)
+	}
+	if !cloudinit.FastPath(a) {
+		t.Fatal("the generated assets do not take UserData's fast path")
+	}
+	return a
 }
 
 // onDisk compares the tree under root with a.

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -28,6 +29,17 @@ type Text string
 // and U+2029 are line breaks to a YAML parser and get normalised.
 func (t Text) MarshalYAML() (any, error) {
 	s := string(t)
+	if IsPlainLiteral(s) {
+		// The common case (PEM, JSON, YAML, unit files), which needs no
+		// checking: see IsPlainLiteral.
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s, Style: yaml.LiteralStyle}, nil
+	}
+	return checkedNode(s)
+}
+
+// checkedNode is MarshalYAML for any string: it asks the emitter itself
+// (roundTrips) whether a literal block is safe.
+func checkedNode(s string) (any, error) {
 	if !utf8.ValidString(s) {
 		return nil, fmt.Errorf("contents are not valid UTF-8; encode them as base64 instead")
 	}
@@ -78,4 +90,90 @@ func roundTrips(n *yaml.Node, want string) bool {
 		return false
 	}
 	return back["t"] == want
+}
+
+// IsPlainLiteral reports whether s belongs to the class of text that is
+// written as a literal block with no indentation or chomping indicator ("|"
+// alone) and that AppendLiteral may therefore write without an emitter. That
+// is what PEM, kubeconfig YAML, JSON and unit files look like:
+//
+//   - s ends with exactly one "\n" (so the default "clip" chomping restores
+//     it) and starts with neither a space nor a newline (so the indentation
+//     of the block is that of its first line);
+//   - no line ends in a space (yaml.v3 would refuse a block for it);
+//   - every other character is printable in the sense of both yaml.v3's
+//     emitter and PyYAML's reader, and none is a YAML line break other than
+//     "\n": ASCII 0x20-0x7E, or U+00A0-U+D7FF and U+E000-U+FFFD except
+//     U+2028, U+2029 and U+FEFF. Tabs, CR, NEL, C0/C1 controls, DEL, BOMs,
+//     characters beyond the BMP (which yaml.v3 escapes) and invalid UTF-8 are
+//     all out.
+//
+// Such text is literalSafe, and yaml.v3 emits it as a "|" block that reads
+// back exactly; the tests check both against the emitter and parser.
+func IsPlainLiteral[T string | []byte](s T) bool {
+	n := len(s)
+	if n < 2 || s[n-1] != '\n' || s[n-2] == '\n' || s[0] == ' ' || s[0] == '\n' {
+		return false
+	}
+	prevSpace := false
+	for i := 0; i < n; {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '\n':
+				if prevSpace {
+					return false
+				}
+			case c < 0x20 || c == 0x7f:
+				return false
+			}
+			prevSpace = c == ' '
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, n)]))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			// Invalid UTF-8 (a real U+FFFD is three bytes).
+			return false
+		case r < 0xa0, r > 0xfffd, r >= 0xd800 && r < 0xe000,
+			r == 0x2028, r == 0x2029, r == 0xfeff:
+			return false
+		}
+		prevSpace = false
+		i += size
+	}
+	return true
+}
+
+// AppendLiteral appends s, which must satisfy IsPlainLiteral, as the literal
+// block yaml.v3 writes for a mapping value: "|", then every line indented by
+// indent spaces (the indentation of the block, which must be deeper than
+// that of its key), with empty lines left empty. The caller has written the
+// key and ": ". For text that is not IsPlainLiteral the result is
+// unspecified.
+func AppendLiteral(dst, s []byte, indent int) []byte {
+	dst = append(dst, '|', '\n')
+	for len(s) > 0 {
+		line := s
+		if i := bytes.IndexByte(s, '\n'); i >= 0 {
+			line = s[:i+1]
+		}
+		s = s[len(line):]
+		if len(line) > 1 {
+			dst = appendSpaces(dst, indent)
+		}
+		dst = append(dst, line...)
+	}
+	return dst
+}
+
+const spaces = "                "
+
+func appendSpaces(dst []byte, n int) []byte {
+	for n > len(spaces) {
+		dst = append(dst, spaces...)
+		n -= len(spaces)
+	}
+	return append(dst, spaces[:n]...)
 }
