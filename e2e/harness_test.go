@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,7 +33,7 @@ const (
 type binaries struct {
 	// k8sVersion is the version kube-apiserver, kube-controller-manager and
 	// kubelet were built at; the cluster file targets it.
-	k8sVersion                                                  string
+	k8sVersion                                                     string
 	apiserver, controllerManager, kubelet, etcd, fakeCRI, ignition string
 }
 
@@ -52,28 +53,32 @@ type harness struct {
 	diagnostics []func()
 }
 
-// newHarness checks the prerequisites (skipping when the test is not
-// asked for, failing when it is and something is missing) and registers the
-// one cleanup that, in order: prints diagnostics if the test failed, stops
-// every process (newest first), and removes the work directory unless the
-// test failed or KUBESTRAP_E2E_KEEP is set.
-func newHarness(t *testing.T) *harness {
+// requireE2E skips the test unless it is asked for (KUBESTRAP_E2E=1 or
+// CI=true); once asked for, a missing prerequisite fails it.
+func requireE2E(t *testing.T) binaries {
 	t.Helper()
 	ci := os.Getenv("CI") == "true"
 	if os.Getenv(envRun) != "1" && !ci {
 		t.Skipf("end-to-end test: set %s=1 to run it (CI=true runs it too); binaries: e2e/tools/build.sh", envRun)
 	}
-	// From here on the test was asked for: a missing prerequisite fails it.
 	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root: it bind-mounts each node's files inside private mount namespaces")
+		t.Fatal("the end-to-end test needs root: it runs in its own network namespace and bind-mounts each node's files in private mount namespaces")
 	}
-	for _, tool := range []string{"unshare", "mount", "mountpoint", "cloud-init", "go"} {
+	for _, tool := range []string{"unshare", "mount", "ip", "cloud-init", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found in PATH (cloud-init: apt-get install cloud-init; unshare, mount: util-linux)", tool)
+			t.Fatalf("%s not found in PATH (cloud-init: apt-get install cloud-init; ip: iproute2; unshare, mount: util-linux)", tool)
 		}
 	}
-	bins := findBinaries(t)
+	return findBinaries(t)
+}
 
+// newHarness sets up a run inside the private network namespace and
+// registers the one cleanup that, in order: prints diagnostics if the test
+// failed, stops every process (newest first), and removes the work
+// directory unless the test failed or KUBESTRAP_E2E_KEEP is set.
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	bins := requireE2E(t)
 	dir, err := os.MkdirTemp("", "kubestrap-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +207,7 @@ func (h *harness) checkRunning(p *proc) {
 	h.t.Helper()
 	select {
 	case <-p.exited:
-		h.t.Fatalf("%s exited: %v\n%s", p.name, p.err, tail(p.log, 40))
+		h.t.Fatalf("%s exited: %v\n%s", p.name, p.err, tail(p.log, 40, false))
 	default:
 	}
 }
@@ -241,7 +246,6 @@ func (h *harness) run(name string, cmd *exec.Cmd) []byte {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Minute)
 	defer cancel()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	runErr := runContext(ctx, cmd)
 	log := fmt.Sprintf("+ %s\n%s", shellJoin(cmd.Args), out.Bytes())
 	if runErr != nil {
@@ -256,8 +260,8 @@ func (h *harness) run(name string, cmd *exec.Cmd) []byte {
 	return out.Bytes()
 }
 
-// runContext is cmd.Run with a deadline (exec.CommandContext semantics for
-// a Cmd built elsewhere).
+// runContext is cmd.Run with a deadline, for a Cmd built elsewhere (so not
+// with exec.CommandContext): past it, cmd's process group is killed.
 func runContext(ctx context.Context, cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
@@ -268,7 +272,7 @@ func runContext(ctx context.Context, cmd *exec.Cmd) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		_ = cmd.Cancel()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		return fmt.Errorf("%w (killed)", ctx.Err())
 	}
@@ -319,11 +323,13 @@ func (h *harness) diagnose() {
 			state = fmt.Sprintf("exited: %v", p.err)
 		default:
 		}
-		n := 25
 		if strings.HasPrefix(p.name, "kubelet") {
-			n = 60
+			// A kubelet logs a lot at --v=2: its warnings and errors say
+			// why it did not join.
+			fmt.Fprintf(&b, "\n===== %s (%s), last 50 distinct warnings and errors in %s\n%s", p.name, state, p.log, tail(p.log, 50, true))
+			continue
 		}
-		fmt.Fprintf(&b, "\n===== %s (%s), last %d lines of %s\n%s", p.name, state, n, p.log, tail(p.log, n))
+		fmt.Fprintf(&b, "\n===== %s (%s), last 25 distinct lines of %s\n%s", p.name, state, p.log, tail(p.log, 25, false))
 	}
 	h.t.Logf("diagnostics:%s", b.String())
 	for _, d := range h.diagnostics {
@@ -331,23 +337,78 @@ func (h *harness) diagnose() {
 	}
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// tail returns the last n distinct lines of a file. A line that repeats
+// (klog header aside: a kubelet that cannot register says so ten times a
+// second) is shown once, where it last appeared, with its count, so the line
+// that explains a failure is not pushed out by the noise it causes.
+// With problems, only klog's W, E and F lines and unstructured ones (a
+// crash, the command line) are shown.
+func tail(path string, n int, problems bool) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(%v)\n", err)
 	}
 	defer f.Close()
-	var lines []string
+	type entry struct {
+		line  string
+		count int
+		last  int
+	}
+	seen := map[string]*entry{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
+	for i := 0; sc.Scan(); i++ {
+		line := sc.Text()
+		key := line
+		klog := len(line) > 1 && strings.ContainsRune("IWEF", rune(line[0])) && line[1] >= '0' && line[1] <= '9'
+		if klog {
+			if _, msg, ok := strings.Cut(line, "] "); ok {
+				key = msg
+			}
+		}
+		if problems && (klog && line[0] == 'I' || !klog && (line == "" || line[0] == ' ' || line[0] == '\t')) {
+			continue
+		}
+		e := seen[key]
+		if e == nil {
+			e = &entry{}
+			seen[key] = e
+		}
+		e.line, e.last = line, i
+		e.count++
+	}
+	entries := make([]*entry, 0, len(seen))
+	for _, e := range seen {
+		entries = append(entries, e)
+	}
+	slices.SortFunc(entries, func(a, b *entry) int { return a.last - b.last })
+	if len(entries) > n {
+		entries = entries[len(entries)-n:]
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		b.WriteString(e.line)
+		if e.count > 1 {
+			fmt.Fprintf(&b, "  [x%d]", e.count)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// lastLine returns the last line of a file that contains substr.
+func lastLine(path, substr string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var last string
+	for line := range strings.Lines(string(data)) {
+		if strings.Contains(line, substr) {
+			last = strings.TrimSpace(line)
 		}
 	}
-	return strings.Join(lines, "\n") + "\n"
+	return last
 }
 
 // shellJoin quotes argv for a log line a person can paste into a shell.

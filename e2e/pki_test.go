@@ -20,7 +20,7 @@ import (
 //
 //	ca.crt, ca.key        cluster CA; also the controller-manager's signing CA,
 //	                      so the kubelet client certificates chain to it
-//	apiserver.crt/.key    serving certificate for 127.0.0.1
+//	apiserver.crt/.key    serving certificate for apiserverIP and 127.0.0.1
 //	sa.key, sa.pub        service-account token signing key pair
 //	admin.crt/.key        the test's client: O=system:masters
 //	controller-manager.crt/.key
@@ -42,7 +42,7 @@ type pki struct {
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 
-func newPKI(t *testing.T, dir string, serviceIP net.IP) *pki {
+func newPKI(t *testing.T, dir string, apiserverIP, serviceIP net.IP) *pki {
 	t.Helper()
 	p := &pki{dir: dir}
 	now := time.Now()
@@ -72,7 +72,7 @@ func newPKI(t *testing.T, dir string, serviceIP net.IP) *pki {
 	p.issue(t, "apiserver", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP},
+		IPAddresses: []net.IP{apiserverIP, net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 	})
 	p.issue(t, "admin", &x509.Certificate{

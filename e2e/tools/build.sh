@@ -57,7 +57,7 @@ k8s_ldflags() {
 	done
 }
 
-# name version cgo package [extra go build flags...]
+# name, version, CGO_ENABLED, package
 targets=(
 	"kube-apiserver $K8S 0 k8s.io/kubernetes/cmd/kube-apiserver"
 	"kube-controller-manager $K8S 0 k8s.io/kubernetes/cmd/kube-controller-manager"

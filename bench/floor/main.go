@@ -1,0 +1,104 @@
+// Command floor is the benchmark's floor for live tokens: a bare client-go
+// loop that creates N bootstrap-token Secrets with the same concurrency and
+// client settings as `kubestrap generate`, and nothing else. It prints the
+// wall time of the creates, then deletes what it made (not timed).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+)
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "admin kubeconfig")
+	count := flag.Int("count", 1000, "Secrets to create")
+	parallel := flag.Int("parallel", 16, "creates in flight (kubestrap's --parallel default)")
+	flag.Parse()
+	if err := run(*kubeconfig, *count, *parallel); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig string, count, parallel int) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	// The same client-side limits kubestrap sets for this concurrency.
+	cfg.QPS, cfg.Burst = float32(50*parallel), 100*parallel
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	secrets := make([]*corev1.Secret, count)
+	for i := range secrets {
+		tok, err := bootstraputil.GenerateBootstrapToken()
+		if err != nil {
+			return err
+		}
+		id, secret := tok[:6], tok[7:]
+		secrets[i] = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: bootstraputil.BootstrapTokenSecretName(id), Namespace: metav1.NamespaceSystem, Labels: map[string]string{"bench": "floor"}},
+			Type:       bootstrapapi.SecretTypeBootstrapToken,
+			Data: map[string][]byte{
+				bootstrapapi.BootstrapTokenIDKey:               []byte(id),
+				bootstrapapi.BootstrapTokenSecretKey:           []byte(secret),
+				bootstrapapi.BootstrapTokenExpirationKey:       []byte(time.Now().Add(time.Hour).UTC().Format(time.RFC3339)),
+				bootstrapapi.BootstrapTokenUsageAuthentication: []byte("true"),
+				bootstrapapi.BootstrapTokenExtraGroupsKey:      []byte(fmt.Sprintf("system:bootstrappers:floor-%d", i)),
+			},
+		}
+	}
+	ctx := context.Background()
+	start := time.Now()
+	if err := each(secrets, parallel, func(s *corev1.Secret) error {
+		_, err := client.CoreV1().Secrets(s.Namespace).Create(ctx, s, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	fmt.Printf("floor: created %d Secrets with %d in flight in %.3f s (%.0f per second)\n", count, parallel, elapsed.Seconds(), float64(count)/elapsed.Seconds())
+	return each(secrets, parallel, func(s *corev1.Secret) error {
+		return client.CoreV1().Secrets(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{})
+	})
+}
+
+// each calls f for every Secret with at most parallel calls in flight and
+// returns the first error.
+func each(secrets []*corev1.Secret, parallel int, f func(*corev1.Secret) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, parallel)
+	)
+	for _, s := range secrets {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := f(s); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
