@@ -46,3 +46,9 @@ e2e-tools:
 
 e2e: e2e-tools
 	cd e2e && $(GO) vet ./... && KUBESTRAP_E2E=1 $(GO) test -count=1 -v -timeout 30m ./...
+
+# Benchmarks (not part of CI: minutes, and kubeadm/kubectl builds): prints
+# every figure with its ratio and rewrites BENCHMARKS.md.
+.PHONY: bench
+bench:
+	bench/run.sh

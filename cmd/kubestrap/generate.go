@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -229,11 +230,17 @@ type summaryRow struct {
 	files         []string
 }
 
-// tokens is what either token source yields for a run.
+// tokens is what either token source yields for a run. Tokens may still be
+// arriving: the index of each node whose token is in list comes on ready,
+// which is closed when no more will; wait then says whether all came.
 type tokens struct {
-	list []token.Token
-	// manifests is tokens.yaml's content (offline only).
-	manifests []byte
+	list  []token.Token
+	ready <-chan int
+	wait  func() error
+	// cancel stops a source that is still working (after a failure).
+	cancel func()
+	// manifests writes tokens.yaml (offline only).
+	manifests func(io.Writer) error
 	// rollback undoes what the source did in the cluster; finish completes it
 	// once the documents are written (deletes rotated-out tokens).
 	rollback, finish func(context.Context) error
@@ -307,6 +314,8 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		}
 		stage.Abort()
 		if toks != nil {
+			toks.cancel()
+			toks.wait() // its error is the one being returned, or moot
 			if rerr := toks.rollback(ctx); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing the run's tokens: %w", rerr))
 			}
@@ -321,13 +330,28 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		return err
 	}
 
-	rows, warnings, err := writeNodes(ctx, r, cluster.Nodes, toks.list, o, stage)
+	// Each node's documents are written as soon as its token is there.
+	rows, warnings, err := writeNodes(ctx, r, cluster.Nodes, toks.list, toks.ready, o, stage)
 	if err != nil {
 		return err
 	}
+	if err := toks.wait(); err != nil {
+		return err
+	}
 	if toks.manifests != nil {
-		if err := stage.WriteFile(fileTokens, toks.manifests, secretMode); err != nil {
+		f, err := stage.Create(fileTokens, secretMode)
+		if err != nil {
 			return err
+		}
+		bw := bufio.NewWriterSize(f, 64<<10)
+		if err = toks.manifests(bw); err == nil {
+			err = bw.Flush()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", fileTokens, err)
 		}
 	}
 	if err := stage.Commit(); err != nil {
@@ -347,21 +371,24 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 
 func offlineTokens(c *model.Cluster, names []string, d deps, out string) (*tokens, error) {
 	minter := &token.Offline{TTL: c.TTL(), Signing: c.Token.Signing, Now: d.now, Generate: d.generateToken}
+	ready := make(chan int, len(names))
 	t := &tokens{
+		ready:    ready,
+		wait:     func() error { return nil },
+		cancel:   func() {},
 		rollback: func(context.Context) error { return nil },
 		finish:   func(context.Context) error { return nil },
 	}
-	for _, n := range names {
+	for i, n := range names {
 		tok, err := minter.Mint(n)
 		if err != nil {
 			return nil, err
 		}
 		t.list = append(t.list, tok)
+		ready <- i
 	}
-	var err error
-	if t.manifests, err = token.Manifests(t.list); err != nil {
-		return nil, err
-	}
+	close(ready)
+	t.manifests = func(w io.Writer) error { return token.WriteManifests(w, t.list) }
 	t.summary = "apply the tokens before the nodes boot: kubectl apply -f " + filepath.Join(out, fileTokens)
 	return t, nil
 }
@@ -369,9 +396,10 @@ func offlineTokens(c *model.Cluster, names []string, d deps, out string) (*token
 // progressThreshold is the node count from which a terminal gets a progress line.
 const progressThreshold = 50
 
+// clusterTokens checks the cluster, then starts obtaining the tokens and
+// returns while they arrive.
 func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, names []string, client kubernetes.Interface, d deps, stderr io.Writer) (*tokens, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("--timeout %v reached", o.timeout))
-	defer cancel()
 	if missing, err := rbac.Missing(ctx, client); err != nil {
 		fmt.Fprintf(stderr, "kubestrap: warning: cannot check TLS bootstrapping RBAC: %v\n", err)
 	} else {
@@ -391,21 +419,48 @@ func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, nam
 		ReuseMargin: o.reuseMargin, Rotate: o.rotate, Parallel: o.parallel,
 		Now: d.now, Generate: d.generateToken,
 	}
+	var bar *progress
 	if len(names) >= progressThreshold && isTerminal(stderr) {
-		bar := newProgress(stderr, "tokens", len(names))
+		bar = newProgress(stderr, "tokens", len(names))
 		p.Progress = bar.set
-		defer bar.done()
 	}
-	got, err := p.Obtain(ctx, names)
-	if err != nil {
-		return nil, err
+	ready := make(chan int, len(names))
+	t := &tokens{
+		list:     make([]token.Token, len(names)),
+		ready:    ready,
+		cancel:   cancel,
+		rollback: func(context.Context) error { return nil },
+		finish:   func(context.Context) error { return nil },
 	}
-	return &tokens{
-		list:     got.Tokens,
-		rollback: got.Rollback,
-		finish:   got.Finish,
-		summary:  fmt.Sprintf("tokens: %d created, %d reused", got.Created, got.Reused),
-	}, nil
+	// The channel has room for every node, so OnToken never blocks Obtain.
+	p.OnToken = func(i int, tok token.Token) {
+		t.list[i] = tok
+		ready <- i
+	}
+	var (
+		got  *token.Obtained
+		oerr error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		defer close(ready)
+		defer cancel()
+		got, oerr = p.Obtain(ctx, names)
+		if bar != nil {
+			bar.done()
+		}
+	}()
+	t.wait = func() error {
+		<-done
+		if oerr != nil {
+			return oerr
+		}
+		t.rollback, t.finish = got.Rollback, got.Finish
+		t.summary = fmt.Sprintf("tokens: %d created, %d reused", got.Created, got.Reused)
+		return nil
+	}
+	return t, nil
 }
 
 type namedFile struct {

@@ -20,10 +20,22 @@ import (
 // assets do not fit it.
 type ignitionEncoder struct {
 	opts ignition.Options
+	once sync.Once
 	tmpl *ignition.Template
+	err  error
 }
 
 func (e *ignitionEncoder) encode(a render.Assets) ([]byte, []string, error) {
+	// The first node to get here makes the template; the others wait for it.
+	e.once.Do(func() {
+		e.tmpl, e.err = ignition.NewTemplate(a, e.opts)
+		if errors.Is(e.err, ignition.ErrShape) {
+			e.err = nil
+		}
+	})
+	if e.err != nil {
+		return nil, nil, e.err
+	}
 	if e.tmpl != nil {
 		ign, warnings, err := e.tmpl.Fill(a)
 		if !errors.Is(err, ignition.ErrShape) {
@@ -34,34 +46,36 @@ func (e *ignitionEncoder) encode(a render.Assets) ([]byte, []string, error) {
 	return res.Ignition, res.Warnings, err
 }
 
-// writeNodes renders, encodes and writes every node, on as many workers as
-// there are CPUs. Each node's documents are written as soon as they are made,
-// so memory does not grow with the node count. It returns the summary rows in
-// node order and the encoders' warnings, each with how many nodes had it.
-func writeNodes(ctx context.Context, r *render.Renderer, nodes []model.Node, toks []token.Token, o generateOptions, stage *output.Stage) ([]summaryRow, map[string]int, error) {
+// writeNodes renders, encodes and writes each node whose index comes on
+// ready (its token is then in toks), on as many workers as there are CPUs,
+// until ready is closed. Each node's documents are written as soon as they
+// are made, so memory does not grow with the node count. It returns the
+// summary rows in node order and the encoders' warnings, each with how many
+// nodes had it.
+func writeNodes(ctx context.Context, r *render.Renderer, nodes []model.Node, toks []token.Token, ready <-chan int, o generateOptions, stage *output.Stage) ([]summaryRow, map[string]int, error) {
 	enc := &ignitionEncoder{opts: o.ign}
-	if o.ignition && len(nodes) > 0 {
-		first, err := r.Node(nodes[0], toks[0])
-		if err != nil {
-			return nil, nil, err
-		}
-		if enc.tmpl, err = ignition.NewTemplate(first, o.ign); err != nil && !errors.Is(err, ignition.ErrShape) {
-			return nil, nil, fmt.Errorf("node %s: ignition: %w", nodes[0].Name, err)
-		}
-	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	rows := make([]summaryRow, len(nodes))
 	warnings := map[string]int{}
 	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		next = make(chan int)
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
 	worker := func() {
 		defer wg.Done()
-		for i := range next {
+		for {
+			var i int
+			select {
+			case <-ctx.Done():
+				return
+			case next, ok := <-ready:
+				if !ok {
+					return
+				}
+				i = next
+			}
 			row, ws, err := writeNode(r, nodes[i], toks[i], enc, o, stage)
 			if err != nil {
 				cancel(err)
@@ -81,15 +95,6 @@ func writeNodes(ctx context.Context, r *render.Renderer, nodes []model.Node, tok
 		wg.Add(1)
 		go worker()
 	}
-feed:
-	for i := range nodes {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
 		return nil, nil, err

@@ -68,6 +68,14 @@ targets=(
 	# It needs cgo and libblkid (apt-get install libblkid-dev).
 	"ignition-apply $IGNITION 1 github.com/coreos/ignition/v2/internal"
 )
+# The benchmark (bench/run.sh) also times the guide's procedure, which needs
+# kubeadm and kubectl; CI does not build them.
+if [[ ${KUBESTRAP_BENCH_TOOLS-} == 1 ]]; then
+	targets+=(
+		"kubeadm $K8S 0 k8s.io/kubernetes/cmd/kubeadm"
+		"kubectl $K8S 0 k8s.io/kubernetes/cmd/kubectl"
+	)
+fi
 
 missing=()
 for t in "${targets[@]}"; do

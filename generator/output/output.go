@@ -7,6 +7,7 @@ package output
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -89,6 +90,27 @@ func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) error {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
 	return nil
+}
+
+// Create creates rel for streaming, like WriteFile but written by the caller;
+// the file is complete once closed.
+func (s *Stage) Create(rel string, mode fs.FileMode) (io.WriteCloser, error) {
+	if !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("output path %q leaves the output directory", rel)
+	}
+	name := filepath.Join(s.staging, filepath.FromSlash(rel))
+	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // mkdirAll creates dir and its parents below the staging root with DirMode,

@@ -429,7 +429,8 @@ func TestSharedMatchesFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, value := range []string{"abcdef.0123456789abcdef", "z00000.0000000000000000", "123456.1234567890123456", "0e5000.1111111111111111"} {
+	for _, value := range []string{"abcdef.0123456789abcdef", "z00000.0000000000000000", "123456.1234567890123456", "0e5000.1111111111111111",
+		"123456.1234e56789012345", "000000.000000000000000a", "1e1000.0000000000000000"} {
 		for _, n := range c.Nodes {
 			tok, err := token.New(value, n.Name, mustTime(t), false)
 			if err != nil {

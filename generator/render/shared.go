@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/token"
@@ -49,12 +50,13 @@ func (r *Renderer) prepareShared() error {
 	return nil
 }
 
-// kubeconfigFor fills the token in. A token that starts with a letter is a
-// plain YAML string like the marker; one that starts with a digit might read
-// as a number and be quoted, so it takes the full path.
+// kubeconfigFor fills the token in. A token ([a-z0-9]{6}.[a-z0-9]{16}) with
+// a letter other than "e" in it cannot read as a YAML number, bool, null or
+// timestamp, so it is a plain string like the marker; one without might read
+// as a float ("123456.1234e5678901") and be quoted, so it takes the full path.
 func (s *shared) kubeconfigFor(tok token.Token) ([]byte, bool) {
 	v := tok.Value()
-	if s.kubeconfig[0] == nil || v == "" || v[0] < 'a' || v[0] > 'z' {
+	if s.kubeconfig[0] == nil || !strings.ContainsAny(v, "abcdfghijklmnopqrstuvwxyz") {
 		return nil, false
 	}
 	return concat(s.kubeconfig[0], []byte(v), s.kubeconfig[1]), true

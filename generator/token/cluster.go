@@ -48,6 +48,11 @@ type Cluster struct {
 	Backoff  func(attempt int) time.Duration
 	// Progress, if set, is called after each node's token is obtained.
 	Progress func(done int)
+	// OnToken, if set, is handed each node's token (by its index in nodes)
+	// as soon as it is obtained, so the caller can start on that node's
+	// documents while other tokens are still being created. Calls are
+	// serialised. A run that fails afterwards still deletes what it created.
+	OnToken func(i int, t Token)
 }
 
 // Obtained is the result of Cluster.Obtain.
@@ -137,6 +142,9 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 				return
 			}
 			o.Tokens[i] = tok
+			if c.OnToken != nil {
+				c.OnToken(i, tok)
+			}
 			if reused {
 				o.Reused++
 			} else {

@@ -1,8 +1,10 @@
 package token
 
 import (
-	"bytes"
 	"fmt"
+	"io"
+	"runtime"
+	"sync"
 	"time"
 
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
@@ -56,16 +58,39 @@ func (o *Offline) Mint(node string) (Token, error) {
 	return Token{}, fmt.Errorf("generating a token for node %q: %d id collisions in a row", node, maxTries)
 }
 
-// Manifests renders the tokens' Secrets as one multi-document YAML stream.
-func Manifests(tokens []Token) ([]byte, error) {
-	var buf bytes.Buffer
-	for _, t := range tokens {
-		doc, err := yaml.Marshal(Secret(t))
-		if err != nil {
-			return nil, fmt.Errorf("token %s: %w", t, err)
+// WriteManifests writes the tokens' Secrets to w as one multi-document YAML
+// stream, in order. Marshalling a Secret costs tens of microseconds, so the
+// documents are made on every CPU a batch at a time: memory holds one batch,
+// not the whole file.
+func WriteManifests(w io.Writer, tokens []Token) error {
+	const batch = 512
+	workers := runtime.GOMAXPROCS(0)
+	docs := make([][]byte, batch)
+	errs := make([]error, batch)
+	for start := 0; start < len(tokens); start += batch {
+		part := tokens[start:min(start+batch, len(tokens))]
+		var wg sync.WaitGroup
+		for w := range min(workers, len(part)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(part); i += workers {
+					docs[i], errs[i] = yaml.Marshal(Secret(part[i]))
+				}
+			}()
 		}
-		buf.WriteString("---\n")
-		buf.Write(doc)
+		wg.Wait()
+		for i := range part {
+			if errs[i] != nil {
+				return fmt.Errorf("token %s: %w", part[i], errs[i])
+			}
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+			if _, err := w.Write(docs[i]); err != nil {
+				return err
+			}
+		}
 	}
-	return buf.Bytes(), nil
+	return nil
 }

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -146,10 +147,11 @@ func TestOfflineMint(t *testing.T) {
 func TestManifestsParseBack(t *testing.T) {
 	a, _ := New("aaaaaa.0000000000000000", "n1", now, false)
 	b, _ := New("bbbbbb.1111111111111111", "n2.example.com", now, true)
-	data, err := Manifests([]Token{a, b})
-	if err != nil {
+	var buf bytes.Buffer
+	if err := WriteManifests(&buf, []Token{a, b}); err != nil {
 		t.Fatal(err)
 	}
+	data := buf.Bytes()
 	docs := strings.Split(strings.TrimPrefix(string(data), "---\n"), "\n---\n")
 	if len(docs) != 2 {
 		t.Fatalf("%d documents, want 2:\n%s", len(docs), data)

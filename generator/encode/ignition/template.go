@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	butaneutil "github.com/coreos/butane/base/util"
 	"github.com/coreos/ignition/v2/config/util"
@@ -33,11 +34,19 @@ var ErrShape = errors.New("assets differ in shape from the template's")
 // again per node, with Ignition's own validators for them. Tests prove Fill
 // and Encode give identical bytes.
 type Template struct {
+	// last remembers each file slot's latest contents and data URL: files
+	// that are the same on every node (the CA) are encoded once.
+	last     sync.Map // slot index → encoded
 	opts     resolved
 	shape    string
 	parts    [][]byte // the stand-in's JSON around the slots
 	slots    []slot   // what goes between parts[i] and parts[i+1]
 	warnings []string // the stand-in's (Butane's and Ignition's) warnings
+}
+
+type encoded struct {
+	contents []byte
+	url      string
 }
 
 type slot struct {
@@ -148,8 +157,7 @@ func (t *Template) Fill(a render.Assets) ([]byte, []string, error) {
 			v = string(u.Contents)
 			rpt.Merge(validateUnit(t.opts.ignition, u.Name, v, path.New("json", "systemd", "units", s.index)))
 		} else {
-			// What Butane does for inline contents when it may not compress.
-			url, _, err := butaneutil.MakeDataURL(a.Files[s.index].Contents, nil, false)
+			url, err := t.dataURL(s.index, a.Files[s.index].Contents)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: node %q: %s: %w", ErrInvalidGenerated, a.Node, a.Files[s.index].Path, err)
 			}
@@ -180,6 +188,19 @@ func (t *Template) Fill(a render.Assets) ([]byte, []string, error) {
 		warnings = append(warnings, "ignition: "+e.String())
 	}
 	return out, warnings, nil
+}
+
+// dataURL is what Butane does for inline contents when it may not compress.
+func (t *Template) dataURL(slot int, contents []byte) (string, error) {
+	if e, ok := t.last.Load(slot); ok && bytes.Equal(e.(encoded).contents, contents) {
+		return e.(encoded).url, nil
+	}
+	url, _, err := butaneutil.MakeDataURL(contents, nil, false)
+	if err != nil {
+		return "", err
+	}
+	t.last.Store(slot, encoded{contents: contents, url: url})
+	return url, nil
 }
 
 // validateSource runs the Ignition spec's own validator for a file's contents.
