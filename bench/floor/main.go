@@ -16,8 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+
+	"github.com/kubestrap/kubestrap/generator/token"
 )
 
 func main() {
@@ -42,24 +43,20 @@ func run(kubeconfig string, count, parallel int) error {
 	if err != nil {
 		return err
 	}
+	// The very Secrets kubestrap creates (token.Secret), so the floor differs
+	// from kubestrap only in what kubestrap does around the creates.
 	secrets := make([]*corev1.Secret, count)
 	for i := range secrets {
-		tok, err := bootstraputil.GenerateBootstrapToken()
+		value, err := bootstraputil.GenerateBootstrapToken()
 		if err != nil {
 			return err
 		}
-		id, secret := tok[:6], tok[7:]
-		secrets[i] = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: bootstraputil.BootstrapTokenSecretName(id), Namespace: metav1.NamespaceSystem, Labels: map[string]string{"bench": "floor"}},
-			Type:       bootstrapapi.SecretTypeBootstrapToken,
-			Data: map[string][]byte{
-				bootstrapapi.BootstrapTokenIDKey:               []byte(id),
-				bootstrapapi.BootstrapTokenSecretKey:           []byte(secret),
-				bootstrapapi.BootstrapTokenExpirationKey:       []byte(time.Now().Add(time.Hour).UTC().Format(time.RFC3339)),
-				bootstrapapi.BootstrapTokenUsageAuthentication: []byte("true"),
-				bootstrapapi.BootstrapTokenExtraGroupsKey:      []byte(fmt.Sprintf("system:bootstrappers:floor-%d", i)),
-			},
+		tok, err := token.New(value, fmt.Sprintf("floor-node-%05d", i), time.Now().Add(time.Hour), false)
+		if err != nil {
+			return err
 		}
+		secrets[i] = token.Secret(tok)
+		secrets[i].Labels["bench"] = "floor"
 	}
 	ctx := context.Background()
 	start := time.Now()

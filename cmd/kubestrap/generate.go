@@ -398,22 +398,9 @@ const progressThreshold = 50
 
 // clusterTokens checks the cluster, then starts obtaining the tokens and
 // returns while they arrive.
-func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, names []string, client kubernetes.Interface, d deps, stderr io.Writer) (*tokens, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("--timeout %v reached", o.timeout))
-	if missing, err := rbac.Missing(ctx, client); err != nil {
-		fmt.Fprintf(stderr, "kubestrap: warning: cannot check TLS bootstrapping RBAC: %v\n", err)
-	} else {
-		for _, g := range missing {
-			fmt.Fprintf(stderr, "kubestrap: warning: no ClusterRoleBinding gives group %s the ClusterRole %s (%s); nodes will not join until `kubestrap rbac apply` fixes it\n", g.Group, g.Role, g.Why)
-		}
-	}
-	if registered, err := token.Registered(ctx, client, names); err != nil {
-		fmt.Fprintf(stderr, "kubestrap: warning: cannot list Nodes: %v\n", err)
-	} else {
-		for _, n := range registered {
-			fmt.Fprintf(stderr, "kubestrap: warning: node %s is already registered; a second machine booted with this name would take that Node over\n", n)
-		}
-	}
+func clusterTokens(parent context.Context, o generateOptions, c *model.Cluster, names []string, client kubernetes.Interface, d deps, stderr io.Writer) (*tokens, error) {
+	timeout := fmt.Errorf("--timeout %v reached", o.timeout)
+	ctx, cancel := context.WithTimeoutCause(parent, o.timeout, timeout)
 	p := &token.Cluster{
 		Client: client, TTL: c.TTL(), Signing: c.Token.Signing,
 		ReuseMargin: o.reuseMargin, Rotate: o.rotate, Parallel: o.parallel,
@@ -451,8 +438,18 @@ func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, nam
 			bar.done()
 		}
 	}()
+	// The checks only warn: they run beside the tokens, not before them.
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		// Not ctx: that ends as soon as the tokens are all there.
+		ctx, cancel := context.WithTimeoutCause(parent, o.timeout, timeout)
+		defer cancel()
+		clusterChecks(ctx, client, names, stderr)
+	}()
 	t.wait = func() error {
 		<-done
+		<-checked
 		if oerr != nil {
 			return oerr
 		}
@@ -461,6 +458,25 @@ func clusterTokens(ctx context.Context, o generateOptions, c *model.Cluster, nam
 		return nil
 	}
 	return t, nil
+}
+
+// clusterChecks warns about a cluster that lacks the bootstrapping RBAC and
+// about nodes whose names are already registered.
+func clusterChecks(ctx context.Context, client kubernetes.Interface, names []string, stderr io.Writer) {
+	if missing, err := rbac.Missing(ctx, client); err != nil {
+		fmt.Fprintf(stderr, "kubestrap: warning: cannot check TLS bootstrapping RBAC: %v\n", err)
+	} else {
+		for _, g := range missing {
+			fmt.Fprintf(stderr, "kubestrap: warning: no ClusterRoleBinding gives group %s the ClusterRole %s (%s); nodes will not join until `kubestrap rbac apply` fixes it\n", g.Group, g.Role, g.Why)
+		}
+	}
+	if registered, err := token.Registered(ctx, client, names); err != nil {
+		fmt.Fprintf(stderr, "kubestrap: warning: cannot list Nodes: %v\n", err)
+	} else {
+		for _, n := range registered {
+			fmt.Fprintf(stderr, "kubestrap: warning: node %s is already registered; a second machine booted with this name would take that Node over\n", n)
+		}
+	}
 }
 
 type namedFile struct {

@@ -28,6 +28,8 @@ type Stage struct {
 	staging string
 	replace bool
 	dirs    sync.Map // directories created below staging
+	// umask is the process's; a mode it does not narrow needs no chmod.
+	umask uint32
 }
 
 // Begin checks the target and creates the staging directory. With force an
@@ -66,6 +68,9 @@ func Begin(target string, force bool) (*Stage, error) {
 		return nil, err
 	}
 	s.staging = filepath.Clean(s.staging)
+	// Reading the umask means setting it; nothing else creates files now.
+	s.umask = uint32(unix.Umask(0o077))
+	unix.Umask(int(s.umask))
 	return s, nil
 }
 
@@ -86,7 +91,7 @@ func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) error {
 	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
 		return err
 	}
-	if err := writeNew(name, data, mode); err != nil {
+	if err := writeNew(name, data, mode, s.umask); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
 	return nil
@@ -130,7 +135,7 @@ func (s *Stage) mkdirAll(dir string) error {
 	case errors.Is(err, unix.EEXIST):
 	case err != nil:
 		return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
-	default:
+	case uint32(DirMode)&s.umask != 0:
 		if err := unix.Chmod(dir, uint32(DirMode)); err != nil {
 			return &fs.PathError{Op: "chmod", Path: dir, Err: err}
 		}
@@ -139,12 +144,14 @@ func (s *Stage) mkdirAll(dir string) error {
 	return nil
 }
 
-// writeNew creates name, which must not exist, with exactly mode (fchmod, so
-// the umask does not matter and the data is never readable under a wider
-// mode), and writes data. It uses the system calls directly: os.File would
-// add several more per file for the runtime's poller.
-func writeNew(name string, data []byte, mode fs.FileMode) (err error) {
-	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+// writeNew creates name, which must not exist, with exactly mode whatever
+// the umask (an fchmod when the umask would narrow it; the file is created
+// at most 0600, so its data is never readable under a wider mode than asked),
+// and writes data. It uses the system calls directly: os.File would add
+// several more per file for the runtime's poller.
+func writeNew(name string, data []byte, mode fs.FileMode, umask uint32) (err error) {
+	perm := uint32(mode.Perm())
+	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm&0o600)
 	if err != nil {
 		return err
 	}
@@ -156,8 +163,10 @@ func writeNew(name string, data []byte, mode fs.FileMode) (err error) {
 			unix.Unlink(name)
 		}
 	}()
-	if err = unix.Fchmod(fd, uint32(mode.Perm())); err != nil {
-		return err
+	if perm&^0o600 != 0 || perm&umask != 0 {
+		if err = unix.Fchmod(fd, perm); err != nil {
+			return err
+		}
 	}
 	for len(data) > 0 {
 		n, err := unix.Write(fd, data)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	butaneutil "github.com/coreos/butane/base/util"
+
 	"github.com/kubestrap/kubestrap/generator/render"
 	"github.com/kubestrap/kubestrap/internal/sample"
 )
@@ -138,5 +140,48 @@ func BenchmarkTemplateFill(b *testing.B) {
 		if _, _, err := tmpl.Fill(a); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// makeDataURL must be Butane's MakeDataURL for uncompressed contents.
+func TestMakeDataURLIsButanes(t *testing.T) {
+	inputs := [][]byte{nil, {}, []byte("a"), []byte(sample.Kubeconfig), []byte(sample.CAPEM), []byte(sample.KubeletUnit)}
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+		inputs = append(inputs, []byte{byte(i)}, []byte{byte(i), 'x', byte(i)})
+	}
+	inputs = append(inputs, all)
+	for _, c := range sample.TrickyContents() {
+		inputs = append(inputs, []byte(c.Contents))
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		b := make([]byte, rng.IntN(64))
+		for i := range b {
+			// Mostly text, sometimes anything: both encodings must win sometimes.
+			if rng.IntN(4) == 0 {
+				b[i] = byte(rng.IntN(256))
+			} else {
+				const text = "abc XYZ09-_.!~*'()%\n{}\":"
+				b[i] = text[rng.IntN(len(text))]
+			}
+		}
+		inputs = append(inputs, b)
+	}
+	kinds := map[bool]int{}
+	for _, in := range inputs {
+		want, _, err := butaneutil.MakeDataURL(in, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := makeDataURL(in)
+		if got != want {
+			t.Fatalf("makeDataURL(%q) = %q, Butane says %q", in, got, want)
+		}
+		kinds[strings.HasPrefix(got, "data:;base64,")]++
+	}
+	if kinds[true] == 0 || kinds[false] == 0 {
+		t.Errorf("only one encoding exercised: %v", kinds)
 	}
 }
