@@ -312,7 +312,9 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		if err == nil {
 			return
 		}
-		stage.Abort()
+		if aerr := stage.Abort(); aerr != nil {
+			fmt.Fprintf(stderr, "kubestrap: warning: removing the unfinished output: %v\n", aerr)
+		}
 		if toks != nil {
 			toks.cancel()
 			toks.wait() // its error is the one being returned, or moot
@@ -355,7 +357,13 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		}
 	}
 	if err := stage.Commit(); err != nil {
-		return err
+		// Once the documents are in place they are the run's result: their
+		// tokens must stay, whatever went wrong tidying up.
+		var cleanup *output.CleanupError
+		if !errors.As(err, &cleanup) {
+			return err
+		}
+		fmt.Fprintf(stderr, "kubestrap: warning: %v\n", err)
 	}
 	for _, w := range slices.Sorted(maps.Keys(warnings)) {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s (%d node(s))\n", w, warnings[w])

@@ -79,7 +79,7 @@ func writeNodes(ctx context.Context, r *render.Renderer, nodes []model.Node, tok
 			row, ws, err := writeNode(r, nodes[i], toks[i], enc, o, stage)
 			if err != nil {
 				cancel(err)
-				continue
+				return
 			}
 			rows[i] = row
 			if len(ws) > 0 {

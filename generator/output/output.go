@@ -24,6 +24,7 @@ const DirMode fs.FileMode = 0o700
 
 // Stage is an output directory being written.
 type Stage struct {
+	name    string // the target as given, for messages
 	target  string
 	staging string
 	replace bool
@@ -37,24 +38,32 @@ type Stage struct {
 // ErrExists. A target that is a symlink or not a directory is refused, so
 // the run never writes through a link someone else placed.
 func Begin(target string, force bool) (*Stage, error) {
-	target = filepath.Clean(target)
-	s := &Stage{target: target}
+	name := filepath.Clean(target)
+	// Absolute, so that "." or "sub/.." have a real parent for the stage.
+	target, err := filepath.Abs(target)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stage{name: name, target: target}
+	if filepath.Dir(target) == target {
+		return nil, fmt.Errorf("%s: cannot replace the root directory", name)
+	}
 	fi, err := os.Lstat(target)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return nil, err
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return nil, fmt.Errorf("%s: is a symlink; refusing to write through it", target)
+		return nil, fmt.Errorf("%s: is a symlink; refusing to write through it", name)
 	case !fi.IsDir():
-		return nil, fmt.Errorf("%s: exists and is not a directory", target)
+		return nil, fmt.Errorf("%s: exists and is not a directory", name)
 	default:
 		entries, err := os.ReadDir(target)
 		if err != nil {
 			return nil, err
 		}
 		if len(entries) > 0 && !force {
-			return nil, fmt.Errorf("%s: %w", target, ErrExists)
+			return nil, fmt.Errorf("%s: %w", name, ErrExists)
 		}
 		s.replace = true
 	}
@@ -181,40 +190,57 @@ func writeNew(name string, data []byte, mode fs.FileMode, umask uint32) (err err
 	return nil
 }
 
+// CleanupError is a failure after Commit put the new output in place (while
+// removing the old one or syncing the parent directory): the output is
+// complete, so the run succeeded and the caller should only warn.
+type CleanupError struct{ Err error }
+
+func (e *CleanupError) Error() string { return "after writing the output: " + e.Err.Error() }
+func (e *CleanupError) Unwrap() error { return e.Err }
+
 // Commit puts the staged directory in the target's place. A replaced target
 // is swapped out atomically where the kernel can (renameat2 RENAME_EXCHANGE)
-// and then removed.
+// and then removed. Errors after the new output is in place are
+// *CleanupError.
 func (s *Stage) Commit() error {
 	if err := syncFS(s.staging); err != nil {
 		return fmt.Errorf("%s: %w", s.staging, err)
 	}
-	if !s.replace {
+	var old string
+	switch {
+	case !s.replace:
 		if err := os.Rename(s.staging, s.target); err != nil {
-			return fmt.Errorf("%s: %w", s.target, err)
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		return syncDir(filepath.Dir(s.target))
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, s.staging, unix.AT_FDCWD, s.target, unix.RENAME_EXCHANGE)
-	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
-		// No exchange on this kernel or filesystem: move the old one aside first.
-		old := s.staging + ".old"
-		if err := os.Rename(s.target, old); err != nil {
-			return fmt.Errorf("%s: %w", s.target, err)
+	default:
+		err := unix.Renameat2(unix.AT_FDCWD, s.staging, unix.AT_FDCWD, s.target, unix.RENAME_EXCHANGE)
+		switch {
+		case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL):
+			// No exchange on this kernel or filesystem: move the old one aside first.
+			old = s.staging + ".old"
+			if err := os.Rename(s.target, old); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if err := os.Rename(s.staging, s.target); err != nil {
+				os.Rename(old, s.target)
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+		case err != nil:
+			return fmt.Errorf("%s: %w", s.name, err)
+		default:
+			// After the exchange the staging name holds the old output.
+			old = s.staging
 		}
-		if err := os.Rename(s.staging, s.target); err != nil {
-			os.Rename(old, s.target)
-			return fmt.Errorf("%s: %w", s.target, err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			return &CleanupError{fmt.Errorf("removing the replaced output: %w", err)}
 		}
-		return os.RemoveAll(old)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.target, err)
+	if err := syncDir(filepath.Dir(s.target)); err != nil {
+		return &CleanupError{err}
 	}
-	// After the exchange the staging name holds the old output.
-	if err := os.RemoveAll(s.staging); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(s.target))
+	return nil
 }
 
 // Abort removes everything staged; the target is untouched.

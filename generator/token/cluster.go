@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -203,8 +204,14 @@ func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, no
 			_, err := c.Client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{})
 			return err
 		})
-		// An id someone else holds is never overwritten: pick another.
 		if apierrors.IsAlreadyExists(err) {
+			// A retried create whose first attempt reached the server finds
+			// its own Secret: that one is ours, and must be rolled back and
+			// used like any other. An id someone else holds is never
+			// overwritten: pick another.
+			if c.isOurs(ctx, secret, backoff) {
+				return tok, false, secret.Name, nil
+			}
 			continue
 		}
 		if err != nil {
@@ -213,6 +220,18 @@ func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, no
 		return tok, false, secret.Name, nil
 	}
 	return Token{}, false, "", fmt.Errorf("node %s: %d token ids in a row were taken", node, maxTries)
+}
+
+// isOurs reports whether the existing Secret named like want holds want's
+// token secret.
+func (c *Cluster) isOurs(ctx context.Context, want *corev1.Secret, backoff func(int) time.Duration) bool {
+	var have *corev1.Secret
+	err := retry(ctx, backoff, func(ctx context.Context) error {
+		var err error
+		have, err = c.Client.CoreV1().Secrets(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
+		return err
+	})
+	return err == nil && subtle.ConstantTimeCompare(have.Data[bootstrapapi.BootstrapTokenSecretKey], want.Data[bootstrapapi.BootstrapTokenSecretKey]) == 1
 }
 
 // reusable returns the node's token that stays valid longest, if it is valid

@@ -163,6 +163,34 @@ func TestObtainNeverOverwrites(t *testing.T) {
 	}
 }
 
+// A create that reached the server but whose reply was lost is retried and
+// meets AlreadyExists: that Secret is the run's own, used and rolled back.
+func TestObtainLostReply(t *testing.T) {
+	client := fake.NewClientset()
+	var calls atomic.Int32
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if calls.Add(1) == 1 {
+			// Store it, then fail as a lost reply would.
+			obj := a.(k8stesting.CreateAction).GetObject()
+			if err := client.Tracker().Create(a.GetResource(), obj, a.GetNamespace()); err != nil {
+				t.Fatal(err)
+			}
+			return true, nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+		}
+		return false, nil, nil
+	})
+	got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tokens[0].ID != "id0001" || len(secrets(t, client)) != 1 {
+		t.Fatalf("took id %s, %d Secrets; want the first id and one Secret", got.Tokens[0].ID, len(secrets(t, client)))
+	}
+	if err := got.Rollback(context.Background()); err != nil || len(secrets(t, client)) != 0 {
+		t.Errorf("rollback left %d Secrets: %v", len(secrets(t, client)), err)
+	}
+}
+
 func TestObtainRetries(t *testing.T) {
 	for _, tt := range []struct {
 		name string
