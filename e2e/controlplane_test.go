@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,6 +26,9 @@ type controlPlane struct {
 	adminKubeconfig string
 
 	etcd, apiserver, controllerManager *proc
+	// apiserverArgs is kube-apiserver's command line, to start it again
+	// after killing it (outage_test.go).
+	apiserverArgs []string
 }
 
 // The cluster's networks (the cluster file says the same).
@@ -62,7 +66,7 @@ func (h *harness) startControlPlane() *controlPlane {
 
 	apiPort := freePort(h, apiserverIP)
 	cp.url = "https://" + net.JoinHostPort(apiserverIP, strconv.Itoa(apiPort))
-	cp.apiserver = h.start("kube-apiserver", exec.Command(h.bins.apiserver,
+	apiserverCmd := exec.Command(h.bins.apiserver,
 		"--etcd-servers="+etcdURL,
 		"--bind-address="+apiserverIP,
 		"--advertise-address="+apiserverIP,
@@ -82,7 +86,9 @@ func (h *harness) startControlPlane() *controlPlane {
 		"--enable-admission-plugins=NodeRestriction",
 		"--profiling=false",
 		"--v=1",
-	))
+	)
+	cp.apiserverArgs = slices.Clone(apiserverCmd.Args)
+	cp.apiserver = h.start("kube-apiserver", apiserverCmd)
 	cp.adminKubeconfig = h.path("admin.kubeconfig")
 	writeKubeconfig(h, cp.adminKubeconfig, cp.url, cp.pki, "admin")
 	cfg, err := clientcmd.BuildConfigFromFlags("", cp.adminKubeconfig)

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -64,8 +65,12 @@ type Obtained struct {
 	Created, Reused int
 
 	client   kubernetes.Interface
+	backoff  func(int) time.Duration
 	created  []string // Secret names this run created
 	replaced []string // Secret names that rotated tokens replace
+	// uncertain are Secrets whose create failed without a clear "no" (the
+	// connection broke, the server went away): they may exist.
+	uncertain []*corev1.Secret
 }
 
 // NodeError says which nodes failed and why.
@@ -95,7 +100,7 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 		backoff = func(attempt int) time.Duration { return 100 * time.Millisecond << attempt }
 	}
 	parallel := max(c.Parallel, 1)
-	o := &Obtained{client: c.Client, Tokens: make([]Token, len(nodes))}
+	o := &Obtained{client: c.Client, backoff: backoff, Tokens: make([]Token, len(nodes))}
 
 	existing, err := c.existing(ctx, backoff)
 	if err != nil {
@@ -130,9 +135,12 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			tok, reused, name, err := c.one(ctx, node, existing.byNode[node], now, generate, backoff, reserve)
+			tok, reused, name, maybe, err := c.one(ctx, node, existing.byNode[node], now, generate, backoff, reserve)
 			mu.Lock()
 			defer mu.Unlock()
+			if maybe != nil {
+				o.uncertain = append(o.uncertain, maybe)
+			}
 			if err != nil {
 				// Nodes cancelled because another failed are not failures.
 				if !(errors.Is(err, context.Canceled) && last != nil) {
@@ -180,21 +188,23 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 
 // one obtains node's token: an existing one still valid past the margin, or
 // a new one. It returns the new Secret's name when it created one.
+// A create that fails without a clear answer from the server may still have
+// happened; the Secret is returned as maybe, for the rollback to look for.
 func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, now func() time.Time, generate func() (string, error),
-	backoff func(int) time.Duration, reserve func(string) bool) (Token, bool, string, error) {
+	backoff func(int) time.Duration, reserve func(string) bool) (tok Token, reused bool, name string, maybe *corev1.Secret, err error) {
 	if !c.Rotate {
 		if tok, ok := c.reusable(node, have, now()); ok {
-			return tok, true, "", nil
+			return tok, true, "", nil, nil
 		}
 	}
 	for range maxTries {
 		value, err := generate()
 		if err != nil {
-			return Token{}, false, "", fmt.Errorf("node %s: generating a token: %w", node, err)
+			return Token{}, false, "", nil, fmt.Errorf("node %s: generating a token: %w", node, err)
 		}
 		tok, err := New(value, node, now().Add(c.TTL).UTC().Truncate(time.Second), c.Signing)
 		if err != nil {
-			return Token{}, false, "", fmt.Errorf("node %s: %w", node, err)
+			return Token{}, false, "", nil, fmt.Errorf("node %s: %w", node, err)
 		}
 		if !reserve(tok.ID) {
 			continue
@@ -209,29 +219,50 @@ func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, no
 			// its own Secret: that one is ours, and must be rolled back and
 			// used like any other. An id someone else holds is never
 			// overwritten: pick another.
-			if c.isOurs(ctx, secret, backoff) {
-				return tok, false, secret.Name, nil
+			ours, err := c.isOurs(ctx, secret, backoff)
+			if err != nil {
+				return Token{}, false, "", secret, fmt.Errorf("node %s: reading back Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
+			}
+			if ours {
+				return tok, false, secret.Name, nil, nil
 			}
 			continue
 		}
 		if err != nil {
-			return Token{}, false, "", fmt.Errorf("node %s: creating Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
+			if !refused(err) {
+				maybe = secret
+			}
+			return Token{}, false, "", maybe, fmt.Errorf("node %s: creating Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
 		}
-		return tok, false, secret.Name, nil
+		return tok, false, secret.Name, nil, nil
 	}
-	return Token{}, false, "", fmt.Errorf("node %s: %d token ids in a row were taken", node, maxTries)
+	return Token{}, false, "", nil, fmt.Errorf("node %s: %d token ids in a row were taken", node, maxTries)
+}
+
+// refused reports whether the server answered err with a clear "no" (a 4xx
+// other than 408 and 429), so the request certainly changed nothing.
+func refused(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	code := status.Status().Code
+	return code >= 400 && code < 500 && code != 408 && code != 429
 }
 
 // isOurs reports whether the existing Secret named like want holds want's
 // token secret.
-func (c *Cluster) isOurs(ctx context.Context, want *corev1.Secret, backoff func(int) time.Duration) bool {
+func (c *Cluster) isOurs(ctx context.Context, want *corev1.Secret, backoff func(int) time.Duration) (bool, error) {
 	var have *corev1.Secret
 	err := retry(ctx, backoff, func(ctx context.Context) error {
 		var err error
 		have, err = c.Client.CoreV1().Secrets(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
 		return err
 	})
-	return err == nil && subtle.ConstantTimeCompare(have.Data[bootstrapapi.BootstrapTokenSecretKey], want.Data[bootstrapapi.BootstrapTokenSecretKey]) == 1
+	if err != nil {
+		return false, err
+	}
+	return subtle.ConstantTimeCompare(have.Data[bootstrapapi.BootstrapTokenSecretKey], want.Data[bootstrapapi.BootstrapTokenSecretKey]) == 1, nil
 }
 
 // reusable returns the node's token that stays valid longest, if it is valid
@@ -290,31 +321,69 @@ func (c *Cluster) existing(ctx context.Context, backoff func(int) time.Duration)
 	return ex, nil
 }
 
-// Rollback deletes the Secrets this run created.
+// Rollback deletes the Secrets this run created, and those it may have
+// created (a create cut off mid-way) if they hold this run's token.
 func (o *Obtained) Rollback(ctx context.Context) error {
-	return deleteSecrets(ctx, o.client, o.created)
+	return deleteSecrets(ctx, o.client, o.backoff, o.created, o.uncertain)
 }
 
 // Finish deletes the Secrets that rotated tokens replace; call it once the
 // documents holding the new tokens are written.
 func (o *Obtained) Finish(ctx context.Context) error {
-	return deleteSecrets(ctx, o.client, o.replaced)
+	return deleteSecrets(ctx, o.client, o.backoff, o.replaced, nil)
 }
 
-func deleteSecrets(ctx context.Context, client kubernetes.Interface, names []string) error {
+// deleteSecrets deletes names, and each of maybe that exists and holds its
+// own token. It stops trying once the server is unreachable, and then says
+// in one error which Secrets are left, so they can be found.
+func deleteSecrets(ctx context.Context, client kubernetes.Interface, backoff func(int) time.Duration, names []string, maybe []*corev1.Secret) error {
 	// Cleanup must not hang on a dead API server, nor stop at a cancelled ctx.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	var errs []error
-	for _, name := range names {
-		err := retry(ctx, func(a int) time.Duration { return 100 * time.Millisecond << a }, func(ctx context.Context) error {
-			return client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{})
+	api := client.CoreV1().Secrets(metav1.NamespaceSystem)
+	var (
+		left []string
+		last error
+	)
+	del := func(name string, check *corev1.Secret) {
+		if last != nil && !isAPIError(last) {
+			left = append(left, name) // unreachable: do not wait on each
+			return
+		}
+		err := retry(ctx, backoff, func(ctx context.Context) error {
+			if check != nil {
+				have, err := api.Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if subtle.ConstantTimeCompare(have.Data[bootstrapapi.BootstrapTokenSecretKey], check.Data[bootstrapapi.BootstrapTokenSecretKey]) != 1 {
+					return nil // someone else's: never ours to delete
+				}
+			}
+			return api.Delete(ctx, name, metav1.DeleteOptions{})
 		})
 		if err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting Secret %s/%s: %w", metav1.NamespaceSystem, name, err))
+			left, last = append(left, name), err
 		}
 	}
-	return errors.Join(errs...)
+	for _, name := range names {
+		del(name, nil)
+	}
+	for _, s := range maybe {
+		del(s.Name, s)
+	}
+	if last == nil {
+		return nil
+	}
+	return fmt.Errorf("%d Secret(s) may be left in %s (a re-run reuses them while valid): %s: %w",
+		len(left), metav1.NamespaceSystem, strings.Join(left, ", "), last)
+}
+
+// isAPIError reports whether err is an answer from the API server (as
+// opposed to no answer at all).
+func isAPIError(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status)
 }
 
 // retry calls f until it succeeds, fails for good, or maxAttempts retryable
@@ -348,9 +417,10 @@ func retryable(err error) bool {
 	if errors.As(err, &status) && status.Status().Code >= 500 {
 		return true
 	}
-	// Transport failures: refused or reset connections, client timeouts.
+	// Transport failures: refused or reset connections, client timeouts, a
+	// reply cut off mid-way.
 	var netErr net.Error
-	return errors.As(err, &netErr)
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // Registered returns those of nodes that already have a Node object: a

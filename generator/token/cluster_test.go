@@ -341,3 +341,48 @@ func TestRegistered(t *testing.T) {
 		t.Errorf("Registered = %v, %v", got, err)
 	}
 }
+
+// A create whose outcome is unknown (stored, but every reply lost) fails the
+// run; the rollback still finds and deletes the Secret, because it holds
+// this run's token.
+func TestObtainRollsBackUncertainCreates(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		obj := a.(k8stesting.CreateAction).GetObject()
+		client.Tracker().Create(a.GetResource(), obj, a.GetNamespace())
+		return true, nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+	})
+	p := provider(client)
+	p.Parallel = 1
+	_, err := p.Obtain(context.Background(), []string{"n1"})
+	if err == nil || !strings.Contains(err.Error(), "connection reset by peer") {
+		t.Fatalf("err = %v", err)
+	}
+	// Every Secret left would be a valid token nobody knows about.
+	if left := secrets(t, client); len(left) != 0 {
+		t.Errorf("%d Secrets left after the rollback: %v", len(left), err)
+	}
+}
+
+// With the server gone, the rollback says in one error which Secrets are
+// left instead of waiting on each.
+func TestRollbackUnreachable(t *testing.T) {
+	client := fake.NewClientset()
+	got, err := provider(client).Obtain(context.Background(), []string{"n1", "n2", "n3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deletes atomic.Int32
+	client.PrependReactor("delete", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		deletes.Add(1)
+		return true, nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	})
+	err = got.Rollback(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "3 Secret(s) may be left in kube-system (a re-run reuses them while valid): bootstrap-token-") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := deletes.Load(); n != maxAttempts {
+		t.Errorf("%d deletes tried, want %d (one Secret's retries, then no more waiting)", n, maxAttempts)
+	}
+}
