@@ -92,16 +92,29 @@ func Begin(target string, force bool) (*Stage, error) {
 // directory is renamed into place by Commit. That rename is the temp-and-
 // rename step, done once for the tree instead of once per file (a 10,000-node
 // run writes 40,000 files, and every system call counts).
-func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) error {
-	if !filepath.IsLocal(rel) {
-		return fmt.Errorf("output path %q leaves the output directory", rel)
-	}
-	name := filepath.Join(s.staging, filepath.FromSlash(rel))
-	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
+func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) (err error) {
+	fd, name, err := s.create(rel, mode)
+	if err != nil {
 		return err
 	}
-	if err := writeNew(name, data, mode, s.umask); err != nil {
-		return fmt.Errorf("%s: %w", rel, err)
+	defer func() {
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			unix.Unlink(name)
+			err = fmt.Errorf("%s: %w", rel, err)
+		}
+	}()
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		data = data[n:]
 	}
 	return nil
 }
@@ -109,22 +122,39 @@ func (s *Stage) WriteFile(rel string, data []byte, mode fs.FileMode) error {
 // Create creates rel for streaming, like WriteFile but written by the caller;
 // the file is complete once closed.
 func (s *Stage) Create(rel string, mode fs.FileMode) (io.WriteCloser, error) {
-	if !filepath.IsLocal(rel) {
-		return nil, fmt.Errorf("output path %q leaves the output directory", rel)
-	}
-	name := filepath.Join(s.staging, filepath.FromSlash(rel))
-	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	fd, name, err := s.create(rel, mode)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return nil, err
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// create makes rel's parent directories and creates rel, which must not
+// exist, with exactly mode whatever the umask (an fchmod when the umask would
+// narrow it; the file is created at most 0600, so its data is never readable
+// under a wider mode than asked). It uses the system calls directly: os.File
+// would add several more per file for the runtime's poller.
+func (s *Stage) create(rel string, mode fs.FileMode) (int, string, error) {
+	if !filepath.IsLocal(rel) {
+		return -1, "", fmt.Errorf("output path %q leaves the output directory", rel)
 	}
-	return f, nil
+	name := filepath.Join(s.staging, filepath.FromSlash(rel))
+	if err := s.mkdirAll(filepath.Dir(name)); err != nil {
+		return -1, "", err
+	}
+	perm := uint32(mode.Perm())
+	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm&0o600)
+	if err != nil {
+		return -1, "", &fs.PathError{Op: "create", Path: rel, Err: err}
+	}
+	if perm&^0o600 != 0 || perm&s.umask != 0 {
+		if err := unix.Fchmod(fd, perm); err != nil {
+			unix.Close(fd)
+			unix.Unlink(name)
+			return -1, "", &fs.PathError{Op: "chmod", Path: rel, Err: err}
+		}
+	}
+	return fd, name, nil
 }
 
 // mkdirAll creates dir and its parents below the staging root with DirMode,
@@ -150,43 +180,6 @@ func (s *Stage) mkdirAll(dir string) error {
 		}
 	}
 	s.dirs.Store(dir, true)
-	return nil
-}
-
-// writeNew creates name, which must not exist, with exactly mode whatever
-// the umask (an fchmod when the umask would narrow it; the file is created
-// at most 0600, so its data is never readable under a wider mode than asked),
-// and writes data. It uses the system calls directly: os.File would add
-// several more per file for the runtime's poller.
-func writeNew(name string, data []byte, mode fs.FileMode, umask uint32) (err error) {
-	perm := uint32(mode.Perm())
-	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm&0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := unix.Close(fd); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			unix.Unlink(name)
-		}
-	}()
-	if perm&^0o600 != 0 || perm&umask != 0 {
-		if err = unix.Fchmod(fd, perm); err != nil {
-			return err
-		}
-	}
-	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return err
-		}
-		data = data[n:]
-	}
 	return nil
 }
 
