@@ -1,5 +1,6 @@
-// Package profiles holds kubestrap's embedded kubelet presets and the table of
-// kubelet flags, fields and feature gates that Kubernetes releases removed.
+// Package profiles holds kubestrap's embedded kubelet presets, the table of
+// kubelet flags, fields and feature gates that Kubernetes releases removed, and
+// the table of settings that open a kubelet (Openings).
 package profiles
 
 import (
@@ -21,12 +22,11 @@ var ErrUnknown = errors.New("unknown profile")
 
 const removedFile = "removed.yaml"
 
-// Profile is a kubelet preset.
+// Profile is a kubelet preset. What it opens is not written here but found
+// by Openings, from the same table that judges the user's settings.
 type Profile struct {
 	Name        string `json:"-"`
 	Description string `json:"description"`
-	// Warnings say what the profile opens; they are printed whenever it is used.
-	Warnings []string `json:"warnings"`
 	// Config holds KubeletConfiguration fields by their JSON names.
 	Config map[string]any `json:"config"`
 }

@@ -3,6 +3,7 @@ package profiles
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/version"
@@ -63,12 +64,87 @@ func TestHardenedIsHardened(t *testing.T) {
 	case kc.PodPidsLimit == nil || *kc.PodPidsLimit <= 0:
 		t.Error("podPidsLimit unset")
 	}
-	if len(p.Warnings) != 0 {
-		t.Errorf("hardened warns: %v", p.Warnings)
+	if got := Openings(&kc); len(got) != 0 {
+		t.Errorf("hardened opens %v", got)
 	}
-	legacy, _ := Load("legacy")
-	if len(legacy.Warnings) < 3 {
-		t.Errorf("legacy has %d warnings, want one per opening", len(legacy.Warnings))
+}
+
+func decodeProfile(t *testing.T, name string) *kubeletv1beta1.KubeletConfiguration {
+	t.Helper()
+	p, err := Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(p.Config)
+	var kc kubeletv1beta1.KubeletConfiguration
+	if err := json.Unmarshal(data, &kc); err != nil {
+		t.Fatal(err)
+	}
+	return &kc
+}
+
+// The legacy profile's warnings are the table's verdict on it.
+func TestLegacyOpenings(t *testing.T) {
+	var got []string
+	for _, o := range Openings(decodeProfile(t, "legacy")) {
+		got = append(got, o.String())
+	}
+	want := []string{
+		"authentication.anonymous.enabled=true: anyone who reaches port 10250 can call the kubelet API (logs, exec, port-forward) without credentials",
+		"authorization.mode=AlwaysAllow: every authenticated or anonymous request to the kubelet API is allowed, including exec into any pod on the node",
+		"readOnlyPort=10255: pods, specs and metrics are served over plain HTTP without authentication to anyone who reaches that port",
+		"authentication.webhook.enabled=false: bearer tokens sent to the kubelet are not checked with the API server",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("legacy openings:\n got %q\nwant %q", got, want)
+	}
+}
+
+// Each check, on one field set over the hardened profile: what opens and
+// what does not.
+func TestOpenings(t *testing.T) {
+	yes, no := true, false
+	tests := []struct {
+		name   string
+		set    func(kc *kubeletv1beta1.KubeletConfiguration)
+		opened string // "" for nothing
+	}{
+		{"anonymous on", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authentication.Anonymous.Enabled = &yes }, "authentication.anonymous.enabled=true"},
+		{"anonymous unset (default off)", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authentication.Anonymous.Enabled = nil }, ""},
+		{"AlwaysAllow", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authorization.Mode = "AlwaysAllow" }, "authorization.mode=AlwaysAllow"},
+		{"mode unset (default Webhook)", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authorization.Mode = "" }, ""},
+		{"read-only port", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.ReadOnlyPort = 10255 }, "readOnlyPort=10255"},
+		{"webhook authn off", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authentication.Webhook.Enabled = &no }, "authentication.webhook.enabled=false"},
+		{"webhook unset (default on)", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.Authentication.Webhook.Enabled = nil }, ""},
+		{"healthz on all IPv4", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "0.0.0.0" }, "healthzBindAddress=0.0.0.0"},
+		{"healthz on all IPv6", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "::" }, "healthzBindAddress=::"},
+		{"healthz on a node address", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "10.0.0.5" }, "healthzBindAddress=10.0.0.5"},
+		{"healthz on IPv6 loopback", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "::1" }, ""},
+		{"healthz on another loopback", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "127.0.0.2" }, ""},
+		{"healthz unset (default loopback)", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.HealthzBindAddress = "" }, ""},
+		{"TLS 1.0", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.TLSMinVersion = "VersionTLS10" }, "tlsMinVersion=VersionTLS10"},
+		{"TLS 1.1", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.TLSMinVersion = "VersionTLS11" }, "tlsMinVersion=VersionTLS11"},
+		{"TLS 1.3", func(kc *kubeletv1beta1.KubeletConfiguration) { kc.TLSMinVersion = "VersionTLS13" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kc := decodeProfile(t, "hardened")
+			tt.set(kc)
+			var got []string
+			for _, o := range Openings(kc) {
+				got = append(got, o.Path+"="+o.Value)
+				if !slices.Contains(OpeningPaths(), o.Path) {
+					t.Errorf("OpeningPaths lacks %s", o.Path)
+				}
+			}
+			var want []string
+			if tt.opened != "" {
+				want = []string{tt.opened}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("Openings = %q, want %q", got, want)
+			}
+		})
 	}
 }
 

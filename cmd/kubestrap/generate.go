@@ -287,7 +287,7 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	for _, w := range r.Warnings {
+	for _, w := range cluster.Warnings {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
 	}
 	// Refuse bad input before any token exists in a cluster.

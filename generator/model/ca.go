@@ -3,7 +3,6 @@ package model
 import (
 	"crypto/x509"
 	"encoding/pem"
-	"os"
 	"time"
 )
 
@@ -27,7 +26,7 @@ func checkCA(c *Cluster, r *report, now time.Time) {
 		fail = func(format string, args ...any) { r.addAt(Pos{File: c.caSource}, "", format, args...) }
 	} else {
 		var err error
-		if data, err = os.ReadFile(c.CAFile); err != nil {
+		if data, err = readInput(c.CAFile, maxFileSize); err != nil {
 			r.addf("caFile", "%v", err)
 			return
 		}
@@ -52,11 +51,11 @@ func checkCA(c *Cluster, r *report, now time.Time) {
 		subject := cert.Subject.String()
 		switch {
 		case !cert.BasicConstraintsValid || !cert.IsCA:
-			fail("certificate %q is not a CA (its basic constraints lack CA:TRUE)", subject)
+			fail("certificate %s is not a CA (its basic constraints lack CA:TRUE)", quote(subject))
 		case now.After(cert.NotAfter):
-			fail("certificate %q expired on %s", subject, cert.NotAfter.UTC().Format(time.DateOnly))
+			fail("certificate %s expired on %s", quote(subject), cert.NotAfter.UTC().Format(time.DateOnly))
 		case now.Before(cert.NotBefore):
-			fail("certificate %q is not valid before %s", subject, cert.NotBefore.UTC().Format(time.RFC3339))
+			fail("certificate %s is not valid before %s", quote(subject), cert.NotBefore.UTC().Format(time.RFC3339))
 		}
 		out = append(out, pem.EncodeToMemory(b)...)
 	}

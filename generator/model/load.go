@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -67,9 +69,14 @@ type Overrides struct {
 // period is checked against it).
 //
 // Bad input yields Problems, which match ErrInvalid; Load reports every problem
-// it can find rather than stopping at the first. Files that cannot be read are
-// Problems too, located at the flag that named them. The only other error is
-// ctx's.
+// it can find rather than stopping at the first, kubelet settings included
+// (each KubeletConfiguration is decoded here, and checked against the target
+// version's removed flags, fields and feature gates). Files that cannot be read
+// are Problems too, located at the flag that named them. The only other error
+// is ctx's.
+//
+// Settings that Load accepts but that open the kubelet (the legacy profile's,
+// or a user's readOnlyPort) are in Cluster.Warnings.
 //
 // On success every field is normalised (defaults filled, version "v"-prefixed,
 // domain without trailing dot, IPs and MACs in canonical form, CAFile resolved)
@@ -83,17 +90,17 @@ func Load(ctx context.Context, src Sources, now time.Time) (*Cluster, error) {
 	switch {
 	case src.ClusterFile != "" && src.EnvFile != "":
 		r.addAt(flagPos(flagEnvFile), "", "give either -f cluster.yaml or --env environment.sh, not both")
-		return nil, r.probs
+		return nil, r.problems()
 	case src.ClusterFile != "":
 		c = loadClusterFile(src.ClusterFile, r)
 	case src.EnvFile != "":
 		c = loadEnvFile(src.EnvFile, src, r)
 	default:
 		r.addAt(Pos{}, "", "no cluster given: give -f cluster.yaml or --env environment.sh")
-		return nil, r.probs
+		return nil, r.problems()
 	}
 	if c == nil {
-		return nil, r.probs
+		return nil, r.problems()
 	}
 	if src.NodesFile != "" {
 		nodes, ok := loadNodesFile(src.NodesFile, r)
@@ -120,9 +127,12 @@ func Load(ctx context.Context, src Sources, now time.Time) (*Cluster, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("loading cluster: %w", err)
 	}
+	// Before any check reads a value: whatever it would say about a value
+	// with a control character in it, the character is the problem.
+	checkControl(c, r)
 	validate(c, r, now, profiles.Names())
-	if len(r.probs) > 0 {
-		return nil, r.probs
+	if r.count() > 0 {
+		return nil, r.problems()
 	}
 	return c, nil
 }
@@ -169,4 +179,27 @@ func fillDefaults(c *Cluster) {
 	if c.KubernetesVersion == "" {
 		c.KubernetesVersion = NewestVersion
 	}
+}
+
+// maxFileSize caps every file Load reads. A 20,000-node list is about 2 MB;
+// much more is a wrong path or a device, and yaml.v3 builds some hundred
+// bytes of nodes per byte of a dense document, so a huge one would only
+// exhaust memory.
+const maxFileSize = 8 << 20
+
+// readInput reads a whole input file of at most limit bytes.
+func readInput(file string, limit int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d MiB; kubestrap reads no input that big", file, limit>>20)
+	}
+	return data, nil
 }

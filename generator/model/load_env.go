@@ -1,12 +1,13 @@
 package model
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"mvdan.cc/sh/v3/expand"
@@ -29,8 +30,32 @@ var (
 	errProcSubst = errors.New("process substitution refused")
 )
 
+// Bounds on evaluating the file. Every value kubestrap reads is short, and
+// even a 20,000-node NODE_NAMES array is some 300 KB; without them, 41 lines
+// of X=$X$X would need 2^41 bytes.
+const (
+	// maxEnvFileSize caps environment.sh below maxFileSize: the shell parser
+	// recurses once per nesting level, with up to ~170 bytes of stack per
+	// byte of input even when maxShellGroups holds.
+	maxEnvFileSize = 1 << 20
+	// maxShellGroups caps ( { [ ` and ! in the file: each can open a level
+	// of the parser's recursion, at up to 2.7 KB of stack each, and a stack
+	// overflow cannot be recovered from. Kubestrap's variables need a few.
+	maxShellGroups = 10_000
+	// maxValueSize caps a variable's value (an array's, all elements).
+	maxValueSize = 1 << 20
+	// maxAssignRead caps what one assignment reads from other variables, and
+	// maxFileRead what the whole file does, so that neither a line like
+	// Y=$X$X$X$X nor many lines of Y=$X can multiply the file's size.
+	maxAssignRead = 1 << 20
+	maxFileRead   = 8 << 20
+	// maxFields caps the words one array assignment's brace expansions make.
+	maxFields = 100_000
+)
+
 // shellVar is one variable as the file leaves it.
 type shellVar struct {
+	name string
 	val  expand.Variable
 	line int
 	// elemLines holds each array element's line, for arrays written over
@@ -39,6 +64,19 @@ type shellVar struct {
 	// unknown says why the value cannot be known without running something
 	// ("needs a command substitution ..."); "" when the value is known.
 	unknown string
+	// root is the variable whose own value is unknown, at the start of a
+	// chain like B=$A, C=$B: messages name it and the first link only, so
+	// they stay short however long the chain.
+	root *shellVar
+}
+
+// size is what reading the variable hands out, in bytes.
+func (v *shellVar) size() int {
+	n := len(v.val.Str)
+	for _, e := range v.val.List {
+		n += len(e) + 1
+	}
+	return n
 }
 
 // shellEnv is the expand.Environ the file's own assignments build up. It never
@@ -49,39 +87,67 @@ type shellEnv struct {
 	// touched lists the variables read by the current expansion, to carry
 	// "unknown" from MASTER_IP=$(...) over to KUBE_APISERVER=https://$MASTER_IP.
 	touched []string
+	// assignLeft and fileLeft are the bytes that reads may still hand out,
+	// to this assignment and to the rest of the file; overdrawn names the
+	// budget a read found empty.
+	assignLeft, fileLeft int
+	overdrawn            string
 }
 
 func (e *shellEnv) Get(name string) expand.Variable {
 	e.touched = append(e.touched, name)
-	if v, ok := e.vars[name]; ok {
-		return v.val
+	v, ok := e.vars[name]
+	if !ok || v.unknown != "" || !e.spend(v.size()) {
+		// An unknown value makes the assignment unknown (see touched), so
+		// reading it would only cost.
+		return expand.Variable{}
 	}
-	return expand.Variable{}
+	return v.val
 }
 
 func (e *shellEnv) Each(fn func(string, expand.Variable) bool) {
 	for _, name := range slices.Sorted(maps.Keys(e.vars)) {
-		if !fn(name, e.vars[name].val) {
+		// ${!prefix*} hands out names.
+		if !e.spend(len(name)+1) || !fn(name, e.vars[name].val) {
 			return
 		}
 	}
 }
 
+func (e *shellEnv) spend(n int) bool {
+	switch {
+	case n > e.assignLeft:
+		e.overdrawn = fmt.Sprintf("it reads more than %d MiB of other variables", maxAssignRead>>20)
+	case n > e.fileLeft:
+		e.overdrawn = fmt.Sprintf("the file's assignments before it read more than %d MiB of variables in all", maxFileRead>>20)
+	default:
+		e.assignLeft -= n
+		e.fileLeft -= n
+		return true
+	}
+	return false
+}
+
 // readEnvFile evaluates the top-level assignments of a shell file without
 // running anything. It returns nil only when the file cannot be parsed.
 func readEnvFile(file string, r *report) *shellEnv {
-	f, err := os.Open(file)
+	data, err := readInput(file, maxEnvFileSize)
 	if err != nil {
 		r.addAt(flagPos(flagEnvFile), "", "%v", err)
 		return nil
 	}
-	defer f.Close()
-	prog, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(f, file)
-	if err != nil {
-		r.probs = append(r.probs, shellSyntaxProblem(file, err))
+	r.read(file)
+	if line := tooManyGroups(data); line > 0 {
+		r.addAt(Pos{File: file, Line: line}, "", "more than %d of ( { [ ` and ! in the file: kubestrap reads plain assignments, "+
+			"and the shell parser's stack grows with each level of nesting", maxShellGroups)
 		return nil
 	}
-	env := &shellEnv{vars: map[string]*shellVar{}}
+	prog, err := parseShell(data, file)
+	if err != nil {
+		r.add(shellSyntaxProblem(file, err))
+		return nil
+	}
+	env := &shellEnv{vars: map[string]*shellVar{}, fileLeft: maxFileRead}
 	// Only top-level statements: an assignment inside "if" or a function
 	// depends on what running the file would do.
 	for _, st := range prog.Stmts {
@@ -110,6 +176,36 @@ func readEnvFile(file string, r *report) *shellEnv {
 		}
 	}
 	return env
+}
+
+// tooManyGroups returns the line of the character that takes the file past
+// maxShellGroups, or 0. It counts everywhere, quotes and comments included:
+// an overcount costs nothing, and telling what the parser will nest would
+// take the parser.
+func tooManyGroups(data []byte) int {
+	n, line := 0, 1
+	for _, b := range data {
+		switch b {
+		case '\n':
+			line++
+		case '(', '{', '[', '`', '!':
+			if n++; n > maxShellGroups {
+				return line
+			}
+		}
+	}
+	return 0
+}
+
+// parseShell runs mvdan.cc/sh's parser, turning a panic in it (a bug there,
+// which some inputs reach) into an error about the file.
+func parseShell(data []byte, file string) (prog *syntax.File, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			prog, err = nil, fmt.Errorf("the shell parser failed on this file: %v", p)
+		}
+	}()
+	return syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(bytes.NewReader(data), file)
 }
 
 func isNameref(d *syntax.DeclClause) bool {
@@ -143,7 +239,58 @@ func (e *shellEnv) assign(as *syntax.Assign) {
 	}
 	name := as.Name.Value
 	line := int(as.Pos().Line())
-	v := &shellVar{line: line, val: expand.Variable{Set: true, Kind: expand.String}}
+	v := &shellVar{name: name, line: line, val: expand.Variable{Set: true, Kind: expand.String}}
+	v.root = v
+	e.touched = e.touched[:0]
+	e.assignLeft, e.overdrawn = maxAssignRead, ""
+	err := refuseExpansions(as)
+	if err == nil {
+		err = e.evaluate(as, v)
+	}
+	switch {
+	case errors.Is(err, errCmdSubst):
+		v.unknown = "needs a command substitution ($(...)); kubestrap never runs commands from this file"
+	case errors.Is(err, errProcSubst):
+		v.unknown = "needs a process substitution (<(...)); kubestrap never runs commands from this file"
+	case err != nil:
+		v.unknown = "cannot be evaluated: " + err.Error()
+	case e.overdrawn != "":
+		v.unknown = "cannot be evaluated: " + e.overdrawn
+	default:
+		for _, dep := range e.touched {
+			d, ok := e.vars[dep]
+			if !ok || d.unknown == "" {
+				continue
+			}
+			v.root = d.root
+			if d.root == d {
+				v.unknown = fmt.Sprintf("needs %s (line %d), whose value %s", dep, d.line, d.unknown)
+			} else {
+				v.unknown = fmt.Sprintf("needs %s (line %d), which needs %s (line %d), whose value %s",
+					dep, d.line, d.root.name, d.root.line, d.root.unknown)
+			}
+			break
+		}
+	}
+	if old, ok := e.vars[name]; ok && as.Append && v.unknown == "" {
+		v = appendVar(old, v)
+	}
+	if v.unknown == "" && v.size() > maxValueSize {
+		v = &shellVar{name: name, line: line, unknown: fmt.Sprintf("cannot be evaluated: its value would be longer than %d MiB", maxValueSize>>20)}
+		v.root = v
+	}
+	e.vars[name] = v
+}
+
+// evaluate expands the assignment's value into v. mvdan.cc/sh's expander
+// panics on some forms it parses (${X@A$}); that makes the variable unknown
+// rather than the run crash, and only matters if kubestrap needs it.
+func (e *shellEnv) evaluate(as *syntax.Assign, v *shellVar) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the shell library failed on it: %v", p)
+		}
+	}()
 	cfg := &expand.Config{
 		Env: e,
 		CmdSubst: func(io.Writer, *syntax.CmdSubst) error {
@@ -153,49 +300,141 @@ func (e *shellEnv) assign(as *syntax.Assign) {
 			return "", errProcSubst
 		},
 	}
-	e.touched = e.touched[:0]
-	var err error
 	switch {
 	case as.Index != nil:
-		err = fmt.Errorf("element assignments (%s[i]=...) are not supported", name)
+		return fmt.Errorf("element assignments (%s[i]=...) are not supported", as.Name.Value)
 	case as.Array != nil:
 		v.val.Kind = expand.Indexed
 		for _, el := range as.Array.Elems {
 			if el.Index != nil {
-				err = fmt.Errorf("arrays with explicit indexes or keys are not supported")
-				break
+				return fmt.Errorf("arrays with explicit indexes or keys are not supported")
 			}
-			var fields []string
-			if fields, err = expand.Fields(cfg, el.Value); err != nil {
-				break
+			fields, err := expand.Fields(cfg, el.Value)
+			if err != nil {
+				return err
 			}
 			v.val.List = append(v.val.List, fields...)
 			for range fields {
 				v.elemLines = append(v.elemLines, int(el.Value.Pos().Line()))
 			}
 		}
+		return nil
 	default:
 		v.val.Str, err = expand.Literal(cfg, as.Value)
+		return err
 	}
-	switch {
-	case errors.Is(err, errCmdSubst):
-		v.unknown = "needs a command substitution ($(...)); kubestrap never runs commands from this file"
-	case errors.Is(err, errProcSubst):
-		v.unknown = "needs a process substitution (<(...)); kubestrap never runs commands from this file"
-	case err != nil:
-		v.unknown = "cannot be evaluated: " + err.Error()
-	default:
-		for _, dep := range e.touched {
-			if d, ok := e.vars[dep]; ok && d.unknown != "" {
-				v.unknown = fmt.Sprintf("needs %s (line %d), whose value %s", dep, d.line, d.unknown)
-				break
+}
+
+// refuseExpansions refuses, before anything is expanded, the forms whose
+// output has no bound in the input's size: they would make a short file
+// exhaust memory. Reads of variables are bounded by the read budgets, and a
+// single ${X/pattern/string} by them too (its output is at most X and string
+// together); these are not:
+//   - ${X//pattern/string} puts string in at every match of pattern in X;
+//   - ${A[@]/pattern/string} does it once per element of A;
+//   - brace expansion multiplies ({a,b}{c,d}...) or counts ({1..100000000}).
+func refuseExpansions(as *syntax.Assign) error {
+	var err error
+	check := func(node syntax.Node) bool {
+		if err != nil {
+			return false
+		}
+		pe, ok := node.(*syntax.ParamExp)
+		if !ok || pe.Repl == nil || pe.Param == nil {
+			return true
+		}
+		all := pe.Param.Value == "@" || pe.Param.Value == "*"
+		if idx, ok := pe.Index.(*syntax.Word); ok {
+			all = all || idx.Lit() == "@" || idx.Lit() == "*"
+		}
+		switch {
+		case pe.Repl.All:
+			err = fmt.Errorf("${%s//pattern/string} is refused: its output can grow without bound", pe.Param.Value)
+		case all:
+			err = fmt.Errorf("${%s[@]/pattern/string} is refused: its output can grow without bound", pe.Param.Value)
+		}
+		return err == nil
+	}
+	if as.Value != nil {
+		syntax.Walk(as.Value, check)
+	}
+	if as.Array != nil {
+		fields := uint64(0)
+		for _, el := range as.Array.Elems {
+			if el.Value == nil {
+				continue
+			}
+			syntax.Walk(el.Value, check)
+			if fields += braceFields(el.Value); fields > maxFields {
+				return fmt.Errorf("its brace expansions make more than %d words", maxFields)
 			}
 		}
 	}
-	if old, ok := e.vars[name]; ok && as.Append && v.unknown == "" {
-		v = appendVar(old, v)
+	return err
+}
+
+// braceFields counts the words brace expansion makes of w, the way
+// expand.Fields would expand it, saturating past maxFields.
+func braceFields(w *syntax.Word) uint64 {
+	word := *w // SplitBraces replaces the Parts slice
+	if !syntax.SplitBraces(&word) {
+		return 1
 	}
-	e.vars[name] = v
+	return partsFields(word.Parts)
+}
+
+func partsFields(parts []syntax.WordPart) uint64 {
+	n := uint64(1)
+	for _, part := range parts {
+		br, ok := part.(*syntax.BraceExp)
+		if !ok {
+			continue
+		}
+		var alts uint64
+		if br.Sequence {
+			alts = sequenceLen(br)
+		} else {
+			for _, el := range br.Elems {
+				alts = min(alts+partsFields(el.Parts), maxFields+1)
+			}
+		}
+		if alts > 0 && n > (maxFields+1)/alts {
+			return maxFields + 1
+		}
+		n = min(n*alts, maxFields+1)
+	}
+	return n
+}
+
+// sequenceLen counts {from..to[..step]} as expand's bracesSeqRec does.
+func sequenceLen(br *syntax.BraceExp) uint64 {
+	if len(br.Elems) < 2 {
+		return 1
+	}
+	fromLit, toLit := br.Elems[0].Lit(), br.Elems[1].Lit()
+	from, err1 := strconv.ParseInt(fromLit, 10, 64)
+	to, err2 := strconv.ParseInt(toLit, 10, 64)
+	if err1 != nil || err2 != nil {
+		if fromLit == "" || toLit == "" {
+			return 1
+		}
+		from, to = int64(fromLit[0]), int64(toLit[0])
+	}
+	step := uint64(1)
+	if len(br.Elems) > 2 {
+		if n, _ := strconv.ParseInt(br.Elems[2].Lit(), 10, 64); n != 0 {
+			step = uint64(n)
+			if n < 0 {
+				step = uint64(-n)
+			}
+		}
+	}
+	// In uint64 the difference cannot overflow.
+	span := uint64(to) - uint64(from)
+	if from > to {
+		span = uint64(from) - uint64(to)
+	}
+	return min(span/step+1, maxFields+1)
 }
 
 // appendVar applies "X+=v" or "X+=(a b)".
@@ -203,7 +442,8 @@ func appendVar(old, add *shellVar) *shellVar {
 	if old.unknown != "" {
 		return old
 	}
-	out := &shellVar{line: old.line, val: old.val, elemLines: slices.Clone(old.elemLines)}
+	out := &shellVar{name: old.name, line: old.line, val: old.val, elemLines: slices.Clone(old.elemLines)}
+	out.root = out
 	switch {
 	case old.val.Kind == expand.Indexed && add.val.Kind == expand.Indexed:
 		out.val.List = append(slices.Clone(old.val.List), add.val.List...)

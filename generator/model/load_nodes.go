@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"errors"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 )
@@ -15,20 +14,21 @@ import (
 // nodes replace the other file's, positions included. ok is false when the
 // file could not be read at all.
 func loadNodesFile(file string, r *report) (nodes []Node, ok bool) {
-	data, err := os.ReadFile(file)
+	data, err := readInput(file, maxFileSize)
 	if err != nil {
 		r.addAt(flagPos(flagNodesFile), "", "%v", err)
 		return nil, false
 	}
+	r.read(file)
 	r.forget("nodes")
 	r.pos["nodes"] = Pos{File: file}
-	before := len(r.probs)
+	before := r.count()
 	if isCSV(file, data) {
 		nodes = readNodesCSV(file, data, r)
 	} else if decodeYAML(file, data, "nodes", &nodes, r) == yamlBroken {
 		return nil, false
 	}
-	if len(nodes) == 0 && len(r.probs) > before {
+	if len(nodes) == 0 && r.count() > before {
 		// "at least one node" would only restate the rows' problems.
 		r.bad["nodes"] = true
 	}
@@ -87,10 +87,9 @@ func readNodesCSV(file string, data []byte, r *report) []Node {
 			r.addAt(Pos{File: file, Line: line}, "", "want name,ip[,mac], got %d columns", len(rec))
 			continue
 		}
-		p := indexPath("nodes", len(nodes))
-		for _, q := range []string{p, p + ".name", p + ".ip", p + ".mac"} {
-			r.pos[q] = Pos{File: file, Line: line}
-		}
+		// The row's fields fall back to the row's line; one entry per row
+		// keeps a huge file's bookkeeping small.
+		r.pos[indexPath("nodes", len(nodes))] = Pos{File: file, Line: line}
 		n := Node{Name: rec[0], IP: rec[1]}
 		if len(rec) == 3 {
 			n.MAC = rec[2]

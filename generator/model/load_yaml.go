@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -18,11 +17,12 @@ import (
 // loadClusterFile reads cluster.yaml. It returns nil when the file cannot be
 // decoded at all; problems with individual values are left to validate.
 func loadClusterFile(file string, r *report) *Cluster {
-	data, err := os.ReadFile(file)
+	data, err := readInput(file, maxFileSize)
 	if err != nil {
 		r.addAt(flagPos(flagClusterFile), "", "%v", err)
 		return nil
 	}
+	r.read(file)
 	r.pos[""] = Pos{File: file}
 	var c Cluster
 	switch decodeYAML(file, data, "", &c, r) {
@@ -59,26 +59,30 @@ func decodeYAML(file string, data []byte, root string, out any, r *report) yamlR
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
 		return yamlEmpty
 	} else if err != nil {
-		r.probs = append(r.probs, yamlSyntaxProblem(file, err))
+		r.add(yamlSyntaxProblem(file, err))
 		return yamlBroken
 	}
 	if len(doc.Content) == 0 {
 		return yamlEmpty
 	}
-	w := &yamlWalker{file: file, r: r, lines: map[int]string{}, flagged: map[int]bool{}}
+	w := &yamlWalker{
+		file: file, r: r, lines: map[int]string{}, flagged: map[int]bool{}, seen: map[Problem]bool{},
+		limit: walkBudget(len(data)),
+	}
+	w.budget = w.limit
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		w.probs = append(w.probs, yamlSyntaxProblem(file, err))
+		r.add(yamlSyntaxProblem(file, err))
 	default:
 		w.problem(extra.Line, "", "only one YAML document is allowed; this one starts a second")
 	}
 
 	content := doc.Content[0]
 	w.walk(content, reflect.TypeOf(out).Elem(), root)
-	if r.bad[root] || (root == "" && w.rootBad) {
-		r.probs = append(r.probs, w.probs...)
+	if w.over || r.bad[root] || (root == "" && w.rootBad) {
+		// yaml.v3 would expand the same aliases again, or fail on the root.
 		return yamlBroken
 	}
 
@@ -92,16 +96,20 @@ func decodeYAML(file string, data []byte, root string, out any, r *report) yamlR
 			}
 			path := w.lines[line]
 			r.bad[path] = true
-			w.probs = append(w.probs, Problem{Pos: Pos{File: file, Line: line}, Path: path, Msg: text})
+			r.add(Problem{Pos: Pos{File: file, Line: line}, Path: path, Msg: text})
 		}
 	} else if err != nil {
-		w.probs = append(w.probs, Problem{Pos: Pos{File: file}, Msg: err.Error()})
+		r.add(Problem{Pos: Pos{File: file}, Msg: err.Error()})
 	}
-	// The walker and the decoder each go in document order; merge them.
-	slices.SortStableFunc(w.probs, func(a, b Problem) int { return a.Pos.Line - b.Pos.Line })
-	r.probs = append(r.probs, w.probs...)
 	return yamlOK
 }
+
+// walkBudget is how many nodes the walker visits in a document of size bytes
+// before it stops. Without aliases a document has fewer nodes than bytes;
+// aliases and merge keys ("<<: *defaults") legitimately reuse a few blocks,
+// but chained ones double at each link, so a 1 KB file could otherwise expand
+// to millions of nodes, each one checked and each unknown key reported.
+func walkBudget(size int) int { return 10_000 + 2*size }
 
 // splitYAMLLine splits yaml.v3's "yaml: line 6: ..." and "line 6: ..." into
 // the line and the rest.
@@ -152,37 +160,110 @@ func isYAMLParserProblem(msg string) bool {
 // yaml.v3's KnownFields does not apply to Node.Decode and reports no paths, so
 // strictness is done here, where both the path and the line are known.
 type yamlWalker struct {
-	file  string
-	r     *report
-	probs []Problem
+	file string
+	r    *report
 	// lines maps a line to the deepest path whose value starts on it, to put
 	// a path on the decoder's "line N: cannot unmarshal" errors.
 	lines map[int]string
 	// flagged lines already have a problem that the decoder would repeat.
 	flagged map[int]bool
+	// aliased counts the aliases the walk is inside. Each use of an alias
+	// brings the same values, positions and problems back: positions are
+	// recorded for the alias's own path only, and problems once (seen).
+	aliased int
+	seen    map[Problem]bool
 	rootBad bool
+	// budget counts down the visits left of limit; over stops the walk.
+	budget, limit int
+	over          bool
 }
 
 func (w *yamlWalker) problem(line int, path, format string, args ...any) {
-	w.probs = append(w.probs, Problem{Pos: Pos{File: w.file, Line: line}, Path: path, Msg: fmt.Sprintf(format, args...)})
+	p := Problem{Pos: Pos{File: w.file, Line: line}, Path: path, Msg: fmt.Sprintf(format, args...)}
 	w.flagged[line] = true
+	if w.aliased > 0 {
+		if w.seen[p] || len(w.seen) >= maxAliasProblems {
+			return
+		}
+		w.seen[p] = true
+	}
+	w.r.add(p)
 }
 
+// maxAliasProblems caps the problems recorded inside aliases, where each new
+// use of an alias repeats the problems of the last at another path.
+const maxAliasProblems = 10_000
+
+// enter and leave track whether the walk is inside an alias.
+func (w *yamlWalker) enter(n *yaml.Node) {
+	if n.Kind == yaml.AliasNode {
+		w.aliased++
+	}
+}
+
+func (w *yamlWalker) leave(n *yaml.Node) {
+	if n.Kind == yaml.AliasNode {
+		w.aliased--
+	}
+}
+
+// record notes where path's value is, outside aliases: inside one, the
+// alias's own position serves, and recording each use would cost memory in
+// proportion to the expansion rather than to the input.
+func (w *yamlWalker) record(path string, line int) {
+	if w.aliased == 0 {
+		w.r.pos[path] = Pos{File: w.file, Line: line}
+	}
+}
+
+// visit spends n's share of the budget and reports whether the walk goes on.
+// A long scalar costs more than a short one, since whatever reads the decoded
+// value pays for its length at every place an alias puts it.
+func (w *yamlWalker) visit(n *yaml.Node) bool {
+	if w.over {
+		return false
+	}
+	w.budget -= 1 + len(n.Value)/32
+	if w.budget < 0 {
+		w.over = true
+		// No line: the place where the budget ran out is arbitrary, and the
+		// problem must sort before the ones the expansion produced.
+		w.r.add(Problem{Pos: Pos{File: w.file}, Msg: fmt.Sprintf(
+			"the document expands to more than %d nodes through aliases and merge keys; write the repeated parts out, or reuse them less", w.limit)})
+		return false
+	}
+	return true
+}
+
+// anyType is the type of kubelet.config's values: trees of mappings, lists and scalars.
+var anyType = reflect.TypeFor[any]()
+
 func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, path string) {
+	w.enter(n)
+	defer w.leave(n)
 	n = resolveAlias(n)
+	if !w.visit(n) {
+		return
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	w.lines[n.Line] = path
+	if w.aliased == 0 {
+		w.lines[n.Line] = path
+	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
 	}
 	if want, ok := kindFits(n, t); !ok {
 		w.problem(n.Line, path, "want %s, got %s", want, describeNode(n))
-		if path == "" {
-			w.rootBad = true
-		} else {
-			w.r.bad[path] = true
+		w.markBad(path)
+		if n.Kind == yaml.MappingNode {
+			// The decoder compares its keys before it sees the kind.
+			if pairs := len(n.Content) / 2; pairs > maxMappingKeys {
+				n.Content = nil
+			} else {
+				w.budget -= pairs * pairs / 64
+			}
 		}
 		return
 	}
@@ -190,29 +271,70 @@ func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case reflect.Struct:
 		fields := map[string]reflect.Type{}
 		yamlFields(t, fields)
-		w.mapping(n, path, func(key string) (reflect.Type, bool) {
+		w.mapping(n, path, false, func(key string) (reflect.Type, bool) {
 			ft, ok := fields[key]
 			return ft, ok
 		})
 	case reflect.Map:
-		w.mapping(n, path, func(string) (reflect.Type, bool) { return t.Elem(), true })
+		w.mapping(n, path, false, func(string) (reflect.Type, bool) { return t.Elem(), true })
 	case reflect.Slice:
-		for i, item := range n.Content {
-			p := indexPath(path, i)
-			w.r.pos[p] = Pos{File: w.file, Line: item.Line}
-			w.walk(item, t.Elem(), p)
+		w.sequence(n, t.Elem(), path)
+	case reflect.Interface:
+		// kubelet.config: record where each nested value is, so that its
+		// problems (found later, by decoding it as a KubeletConfiguration)
+		// have lines too.
+		switch n.Kind {
+		case yaml.MappingNode:
+			w.mapping(n, path, true, func(string) (reflect.Type, bool) { return anyType, true })
+		case yaml.SequenceNode:
+			w.sequence(n, anyType, path)
 		}
 	}
 }
 
-func (w *yamlWalker) mapping(n *yaml.Node, path string, field func(string) (reflect.Type, bool)) {
+func (w *yamlWalker) sequence(n *yaml.Node, elem reflect.Type, path string) {
+	for i, item := range n.Content {
+		if w.over {
+			return
+		}
+		p := indexPath(path, i)
+		if !w.followable(item.Line, path, p) {
+			// Nor may the decoder.
+			n.Content = n.Content[:i]
+			return
+		}
+		w.record(p, item.Line)
+		w.walk(item, elem, p)
+	}
+}
+
+// mapping checks n's keys; stringKeys is for untyped trees, which become JSON:
+// yaml.v3 would decode a mapping with a key like 1 or true into a
+// map[any]any, which has no JSON form.
+func (w *yamlWalker) mapping(n *yaml.Node, path string, stringKeys bool, field func(string) (reflect.Type, bool)) {
+	pairs := len(n.Content) / 2
+	if pairs > maxMappingKeys {
+		w.problem(n.Line, path, "a mapping of %d keys: kubestrap takes at most %d in one", pairs, maxMappingKeys)
+		w.markBad(path)
+		n.Content = nil
+		return
+	}
+	// yaml.v3 compares every pair of keys of each mapping it decodes, once
+	// per alias that brings the mapping in.
+	w.budget -= pairs * pairs / 64
 	seen := map[string]int{}
-	// kept drops the repeats of duplicate keys: yaml.v3 refuses to decode a
-	// mapping with one at all, which would hide every other problem in it.
+	// kept holds what yaml.v3 will decode. It drops the repeats of duplicate
+	// keys, since yaml.v3 refuses to decode a mapping with one at all, which
+	// would hide every other problem in it; and the pairs refused here, which
+	// the decoder would only refuse again, or spend time on.
 	kept := n.Content[:0:0]
 	defer func() { n.Content = kept }()
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if !w.visit(k) {
+			// The document is not decoded (yamlBroken).
+			return
+		}
 		if k.Kind == yaml.ScalarNode {
 			if first, dup := seen[k.Value]; dup {
 				w.problem(k.Line, childPath(path, k.Value), "duplicate key (first at line %d)", first)
@@ -220,35 +342,83 @@ func (w *yamlWalker) mapping(n *yaml.Node, path string, field func(string) (refl
 			}
 			seen[k.Value] = k.Line
 		}
-		kept = append(kept, k, v)
 		if k.Tag == "!!merge" {
 			// "<<: *defaults" brings another mapping's keys in at this path.
-			w.merge(v, path, field)
+			kept = append(kept, k, v)
+			w.merge(v, path, stringKeys, field)
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
 			w.problem(k.Line, path, "want a plain key, got %s", describeNode(k))
+			w.markBad(path)
 			continue
 		}
 		p := childPath(path, k.Value)
+		if stringKeys && k.Tag != "!!str" {
+			w.problem(k.Line, path, "want a string key, got %s (write %s to mean the string)", k.Value, quote(k.Value))
+			w.markBad(path)
+			continue
+		}
+		kept = append(kept, k, v)
 		t, known := field(k.Value)
 		if !known {
 			w.problem(k.Line, p, "unknown field")
 			continue
 		}
-		w.r.pos[p] = Pos{File: w.file, Line: k.Line}
+		if !w.followable(k.Line, path, p) {
+			kept = kept[:len(kept)-2]
+			return
+		}
+		w.record(p, k.Line)
 		w.walk(v, t, p)
 	}
 }
 
-func (w *yamlWalker) merge(v *yaml.Node, path string, field func(string) (reflect.Type, bool)) {
+// maxMappingKeys caps the keys of one mapping. yaml.v3 compares every pair
+// of them, so a mapping of a million keys (a few MB) would take hours; no
+// Cluster needs more than a few hundred (KubeletConfiguration has some 120
+// fields, Kubernetes some 250 feature gates).
+const maxMappingKeys = 500
+
+func (w *yamlWalker) markBad(path string) {
+	if path == "" {
+		w.rootBad = true
+	} else {
+		w.r.bad[path] = true
+	}
+}
+
+// maxPathLen bounds the path of any value Load follows. Every value's path
+// is recorded, and every later check builds it again, so nesting under a long
+// key would cost that key's length once per value below it: a few MB of
+// input could make gigabytes of paths. No setting needs more (the longest
+// label key, 317 bytes, makes a path of some 350).
+const maxPathLen = 512
+
+// followable reports whether the walk may go on to child p of path, and
+// marks path bad when it may not.
+func (w *yamlWalker) followable(line int, path, p string) bool {
+	if len(p) <= maxPathLen {
+		return true
+	}
+	w.problem(line, printable(path, maxPathLen), "nested too deeply, or under too long a key: kubestrap follows no value whose path is longer than %d bytes", maxPathLen)
+	w.markBad(path)
+	return false
+}
+
+func (w *yamlWalker) merge(v *yaml.Node, path string, stringKeys bool, field func(string) (reflect.Type, bool)) {
+	w.enter(v)
+	defer w.leave(v)
 	v = resolveAlias(v)
+	if !w.visit(v) {
+		return
+	}
 	switch v.Kind {
 	case yaml.MappingNode:
-		w.mapping(v, path, field)
+		w.mapping(v, path, stringKeys, field)
 	case yaml.SequenceNode:
 		for _, item := range v.Content {
-			w.merge(item, path, field)
+			w.merge(item, path, stringKeys, field)
 		}
 	}
 }
@@ -262,20 +432,14 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-// yamlFields collects the keys a struct accepts, following yaml.v3's rules:
-// the tag's name or the lowercased field name, "-" skipped, ",inline" structs
-// flattened into their parent.
+// yamlFields collects the keys a struct accepts, following yaml.v3's rules.
 func yamlFields(t reflect.Type, into map[string]reflect.Type) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" {
-			continue
-		}
-		if slices.Contains(strings.Split(opts, ","), "inline") {
+		name, inline, ok := yamlName(f)
+		switch {
+		case !ok:
+		case inline:
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
@@ -283,13 +447,30 @@ func yamlFields(t reflect.Type, into map[string]reflect.Type) {
 			if ft.Kind() == reflect.Struct {
 				yamlFields(ft, into)
 			}
-			continue
+		default:
+			into[name] = f.Type
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		into[name] = f.Type
 	}
+}
+
+// yamlName is a field's key under yaml.v3's rules: the tag's name or the
+// lowercased field name; inline for ",inline" structs, whose fields are
+// their parent's; ok is false for unexported fields and "-".
+func yamlName(f reflect.StructField) (name string, inline, ok bool) {
+	if !f.IsExported() {
+		return "", false, false
+	}
+	name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" {
+		return "", false, false
+	}
+	if slices.Contains(strings.Split(opts, ","), "inline") {
+		return "", true, true
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, false, true
 }
 
 // kindFits checks only the node's shape; whether a scalar parses as the
@@ -318,6 +499,6 @@ func describeNode(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	default:
-		return strconv.Quote(n.Value)
+		return quote(n.Value)
 	}
 }

@@ -36,8 +36,14 @@ type Cluster struct {
 	// CAPEM is the CA certificate's PEM bytes, read from CAFile by the loaders
 	// or given by Sources.CA.
 	CAPEM []byte `yaml:"-"`
+	// Warnings are what Load accepted but the user must hear about: settings
+	// that open the kubelet, profile settings left out for the version.
+	Warnings []Warning `yaml:"-"`
+
 	// caSource names where CAPEM came from when no CAFile was given.
 	caSource string
+	// kubeletBase is what KubeletBase returns, fixed by Load.
+	kubeletBase map[string]any
 }
 
 // TokenSpec says what bootstrap tokens look like.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/version"
 	kubeletapis "k8s.io/kubelet/pkg/apis"
 )
 
@@ -24,13 +25,13 @@ func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
 	case c.APIVersion == "":
 		r.addf("apiVersion", "required (want %s)", APIVersion)
 	case c.APIVersion != APIVersion:
-		r.addf("apiVersion", "want %s, got %q", APIVersion, c.APIVersion)
+		r.addf("apiVersion", "want %s, got %s", APIVersion, quote(c.APIVersion))
 	}
 	switch {
 	case c.Kind == "":
 		r.addf("kind", "required (want %s)", Kind)
 	case c.Kind != Kind:
-		r.addf("kind", "want %s, got %q", Kind, c.Kind)
+		r.addf("kind", "want %s, got %s", Kind, quote(c.Kind))
 	}
 	checkAPIServer(c, r)
 	checkCA(c, r, now)
@@ -48,22 +49,25 @@ func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
 	}
 	checkDNS(c, r, svc, svcOK)
 	if errs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(errs) > 0 {
-		r.addf("clusterDomain", "%q is not a valid DNS domain: %s", c.ClusterDomain, strings.Join(errs, "; "))
+		r.addf("clusterDomain", "%s is not a valid DNS domain: %s", quote(c.ClusterDomain), strings.Join(errs, "; "))
 	}
+	var ver *version.Version
 	if v, err := parseVersion(c.KubernetesVersion); err != nil {
 		r.addf("kubernetesVersion", "%v", err)
-	} else {
+	} else if !r.isBad("kubernetesVersion") {
 		c.KubernetesVersion = v
+		ver = c.Version()
 	}
 	if d, err := time.ParseDuration(c.Token.TTL); err != nil {
-		r.addf("token.ttl", "%q is not a duration like 24h or 90m", c.Token.TTL)
+		r.addf("token.ttl", "%s is not a duration like 24h or 90m", quote(c.Token.TTL))
 	} else if d <= 0 {
-		r.addf("token.ttl", "%q must be more than zero", c.Token.TTL)
+		r.addf("token.ttl", "%s must be more than zero", quote(c.Token.TTL))
 	} else {
 		c.Token.TTL = d.String()
 	}
 	checkKubelet(c, r, profileNames)
 	checkNodes(c, r, svc, svcOK, pod, podOK)
+	checkKubeletSettings(c, r, ver)
 }
 
 func checkAPIServer(c *Cluster, r *report) {
@@ -75,16 +79,16 @@ func checkAPIServer(c *Cluster, r *report) {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil || u.Scheme != "https" || u.Opaque != "":
-		r.addf("apiServer", "%q must be an https:// URL like https://10.0.0.1:6443", s)
+		r.addf("apiServer", "%s must be an https:// URL like https://10.0.0.1:6443", quote(s))
 	case u.Hostname() == "":
-		r.addf("apiServer", "%q has no host", s)
+		r.addf("apiServer", "%s has no host", quote(s))
 	case !validPort(u.Port()):
-		r.addf("apiServer", "%q has an invalid port", s)
+		r.addf("apiServer", "%s has an invalid port", quote(s))
 	case u.User != nil:
 		// It would land in every node's bootstrap kubeconfig.
-		r.addf("apiServer", "%q must not carry credentials", s)
+		r.addf("apiServer", "%s must not carry credentials", quote(s))
 	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		r.addf("apiServer", "%q must be an https:// URL without a path, query or fragment", s)
+		r.addf("apiServer", "%s must be an https:// URL without a path, query or fragment", quote(s))
 	default:
 		c.APIServer = "https://" + u.Host
 	}
@@ -106,13 +110,13 @@ func checkCIDR(r *report, field string, s *string) (netip.Prefix, bool) {
 	}
 	p, err := netip.ParsePrefix(*s)
 	if err != nil {
-		r.addf(field, "%q is not a CIDR like 10.254.0.0/16", *s)
+		r.addf(field, "%s is not a CIDR like 10.254.0.0/16", quote(*s))
 		return netip.Prefix{}, false
 	}
 	if p != p.Masked() {
 		// Tools disagree on what a CIDR with host bits means; say which
 		// network is meant instead of guessing.
-		r.addf(field, "%q has host bits set; write %s", *s, p.Masked())
+		r.addf(field, "%s has host bits set; write %s", quote(*s), p.Masked())
 		return p.Masked(), true
 	}
 	*s = p.String()
@@ -141,41 +145,21 @@ func checkDNS(c *Cluster, r *report, svc netip.Prefix, svcOK bool) {
 func parseIP(s string) (netip.Addr, string) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fmt.Sprintf("%q is not an IP address", s)
+		return netip.Addr{}, fmt.Sprintf("%s is not an IP address", quote(s))
 	}
 	return a.Unmap(), ""
 }
 
 func checkKubelet(c *Cluster, r *report, profileNames []string) {
 	if !slices.Contains(profileNames, c.Kubelet.Profile) {
-		r.addf("kubelet.profile", "%q is not a known profile (known: %s)", c.Kubelet.Profile, strings.Join(profileNames, ", "))
+		r.addf("kubelet.profile", "%s is not a known profile (known: %s)", quote(c.Kubelet.Profile), strings.Join(profileNames, ", "))
 	}
 	switch b := c.Kubelet.Binary; {
 	case !path.IsAbs(b):
-		r.addf("kubelet.binary", "%q must be an absolute path on the node", b)
+		r.addf("kubelet.binary", "%s must be an absolute path on the node", quote(b))
 	case strings.ContainsAny(b, " \t\n\"'\\$%;"):
 		// It is the first word of the unit's ExecStart, unquoted.
-		r.addf("kubelet.binary", "%q must not contain spaces, quotes or shell or systemd specials", b)
-	}
-	checkExtraArgs(r, "kubelet.extraArgs", c.Kubelet.ExtraArgs)
-}
-
-func checkExtraArgs(r *report, field string, args map[string]string) {
-	for _, k := range slices.Sorted(maps.Keys(args)) {
-		p := childPath(field, k)
-		switch {
-		case strings.HasPrefix(k, "-"):
-			r.addf(p, "write flag names without the leading dashes: %s", strings.TrimLeft(k, "-"))
-		case !isFlagName(k):
-			r.addf(p, "%q is not a kubelet flag name (lowercase letters, digits and dashes)", k)
-		default:
-			if hint := kubestrapFlag(k); hint != "" {
-				r.addf(p, "--%s is set by kubestrap: %s", k, hint)
-			}
-		}
-		if strings.ContainsAny(args[k], "\r\n") {
-			r.addf(p, "value must be on one line")
-		}
+		r.addf("kubelet.binary", "%s must not contain spaces, quotes or shell or systemd specials", quote(b))
 	}
 }
 
@@ -207,6 +191,20 @@ func kubestrapFlag(name string) string {
 	return ""
 }
 
+// kubestrapFields are the KubeletConfiguration fields (JSON paths) render
+// sets from the model, with where the user's intent belongs instead: a value
+// in kubelet.config would be silently replaced.
+func kubestrapFields() []struct{ path, hint string } {
+	return []struct{ path, hint string }{
+		{"apiVersion", "kubestrap writes kubelet.config.k8s.io/v1beta1"},
+		{"kind", "kubestrap writes KubeletConfiguration"},
+		{"address", "it is the node's ip"},
+		{"clusterDNS", "it is the cluster's clusterDNS"},
+		{"clusterDomain", "it is the cluster's clusterDomain"},
+		{"authentication.x509.clientCAFile", "it is the cluster CA the document writes"},
+	}
+}
+
 // nodeChecker checks nodes in order, remembering values that must be unique.
 type nodeChecker struct {
 	r          *report
@@ -233,7 +231,6 @@ func checkNodes(c *Cluster, r *report, svc netip.Prefix, svcOK bool, pod netip.P
 		nc.ip(i, p, n)
 		nc.hwaddr(i, p, n)
 		checkLabels(r, p+".labels", n.Labels)
-		checkExtraArgs(r, p+".kubelet.extraArgs", n.Kubelet.ExtraArgs)
 	}
 }
 
@@ -253,11 +250,11 @@ func (nc *nodeChecker) name(i int, p string, n *Node) {
 		return
 	}
 	if errs := validation.IsDNS1123Subdomain(n.Name); len(errs) > 0 {
-		nc.r.addf(f, "%q is not a valid node name: %s", n.Name, strings.Join(errs, "; "))
+		nc.r.addf(f, "%s is not a valid node name: %s", quote(n.Name), strings.Join(errs, "; "))
 		return
 	}
 	if j, dup := nc.names[n.Name]; dup {
-		nc.r.addf(f, "duplicate name %q (first used by %s)", n.Name, nc.first(j, "name"))
+		nc.r.addf(f, "duplicate name %s (first used by %s)", quote(n.Name), nc.first(j, "name"))
 		return
 	}
 	nc.names[n.Name] = i
@@ -297,7 +294,7 @@ func (nc *nodeChecker) hwaddr(i int, p string, n *Node) {
 	f := p + ".mac"
 	hw, err := net.ParseMAC(n.MAC)
 	if err != nil || len(hw) != 6 {
-		nc.r.addf(f, "%q is not a 48-bit MAC address like 52:54:00:12:34:56", n.MAC)
+		nc.r.addf(f, "%s is not a 48-bit MAC address like 52:54:00:12:34:56", quote(n.MAC))
 		return
 	}
 	// PXE servers match lowercase colon form; 52-54-00-... would not match.
@@ -313,14 +310,14 @@ func checkLabels(r *report, field string, labels map[string]string) {
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		p := childPath(field, k)
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			r.addf(p, "%q is not a valid label key: %s", k, strings.Join(errs, "; "))
+			r.addf(p, "%s is not a valid label key: %s", quote(k), strings.Join(errs, "; "))
 		} else if isKubernetesLabel(k) && !kubeletapis.IsKubeletLabel(k) {
 			r.addf(p, "the kubelet refuses to start with --node-labels in the kubernetes.io and k8s.io namespaces "+
 				"(except kubelet.kubernetes.io/*, node.kubernetes.io/* and a few well-known keys such as topology.kubernetes.io/zone); "+
 				"set this label with kubectl after the node joins")
 		}
 		if errs := validation.IsValidLabelValue(labels[k]); len(errs) > 0 {
-			r.addf(p, "%q is not a valid label value: %s", labels[k], strings.Join(errs, "; "))
+			r.addf(p, "%s is not a valid label value: %s", quote(labels[k]), strings.Join(errs, "; "))
 		}
 	}
 }

@@ -41,7 +41,7 @@ func (c *Cluster) Version() *version.Version {
 func parseVersion(s string) (string, error) {
 	v, err := version.ParseSemantic(s)
 	if err != nil {
-		return "", fmt.Errorf("%q is not a Kubernetes version like %s", s, NewestVersion)
+		return "", fmt.Errorf("%s is not a Kubernetes version like %s", quote(s), NewestVersion)
 	}
 	norm := "v" + v.String()
 	// Compare minors for the limit so that v1.38.0-alpha.1, which sorts

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
@@ -20,11 +19,12 @@ import (
 
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/token"
-	"github.com/kubestrap/kubestrap/profiles"
 )
 
-// ErrInput marks a render failure caused by the user's input (a removed flag,
-// an unknown kubelet field), as opposed to a bug.
+// ErrInput was returned for input problems that render found.
+//
+// Deprecated: model.Load finds every input problem, at its line; render
+// never returns ErrInput. It stays for callers that still test for it.
 var ErrInput = errors.New("invalid kubelet settings")
 
 // Where the documents put things on the node. Every path a unit flag names is
@@ -57,111 +57,39 @@ var runtimeUnits = map[string]string{
 	"unix:///var/run/crio/crio.sock":             "crio.service",
 }
 
-// ownedFlags are set by the renderer from the model; extraArgs may not.
-var ownedFlags = []string{"config", "bootstrap-kubeconfig", "kubeconfig", "cert-dir", "hostname-override", "node-ip", "node-labels"}
-
-// Renderer holds what every node of one cluster shares: the profile merged
-// with the cluster's kubelet settings, checked once.
+// Renderer holds what every node of one cluster shares: the cluster's kubelet
+// configuration, and the parts of nodes' files that do not depend on the node.
 type Renderer struct {
-	cluster  *model.Cluster
-	version  *version.Version
-	removals profiles.Removals
-	// base is the profile with the cluster-wide overrides applied.
+	cluster *model.Cluster
+	// base is the cluster's effective kubelet config (model.KubeletBase)
+	// with what the model decides for every node.
 	base map[string]any
-	// baseChecked: base decodes as a KubeletConfiguration.
-	baseChecked bool
 	// shared holds what nodes have in common, rendered once.
 	shared shared
-	// Warnings are for the user: what the profile opens, what it dropped.
-	Warnings []string
 }
 
-// New prepares the renderer for a validated cluster.
+// New prepares the renderer for a cluster that model.Load returned: Load has
+// checked every setting, so a failure here is kubestrap's bug.
 func New(c *model.Cluster) (*Renderer, error) {
-	v, err := version.ParseSemantic(c.KubernetesVersion)
+	base, err := c.KubeletBase()
 	if err != nil {
-		return nil, fmt.Errorf("%w: kubernetesVersion: %w", ErrInput, err)
+		return nil, fmt.Errorf("kubelet config: %w", err)
 	}
-	removals, err := profiles.LoadRemovals()
-	if err != nil {
-		return nil, err
-	}
-	p, err := profiles.Load(c.Kubelet.Profile)
-	if err != nil {
-		return nil, fmt.Errorf("%w: kubelet.profile: %w", ErrInput, err)
-	}
-	r := &Renderer{cluster: c, version: v, removals: removals}
-	for _, w := range p.Warnings {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("profile %s: %s", p.Name, w))
-	}
-	// A profile may carry settings a newer kubelet dropped (legacy holds the
-	// guide's feature gates): leave those out rather than break the kubelet.
-	for _, gate := range slices.Sorted(maps.Keys(featureGates(p.Config))) {
-		if rm, ok := removals.Find(profiles.FeatureGate, gate, v); ok {
-			delete(featureGates(p.Config), gate)
-			r.Warnings = append(r.Warnings, fmt.Sprintf("profile %s: feature gate %s left out: %s", p.Name, gate, rm))
-		}
-	}
-	if gates := featureGates(p.Config); gates != nil && len(gates) == 0 {
-		delete(p.Config, "featureGates")
-	}
-	if err := r.checkUser("kubelet", c.Kubelet.KubeletOverrides); err != nil {
-		return nil, err
-	}
-	r.base = merge(p.Config, c.Kubelet.Config)
 	if c.Kubelet.ServerTLSBootstrap {
-		r.base["serverTLSBootstrap"] = true
+		base["serverTLSBootstrap"] = true
 	}
+	r := &Renderer{cluster: c, base: base}
 	if err := r.prepareShared(); err != nil {
 		return nil, err
 	}
-	r.baseChecked = true
 	return r, nil
 }
 
-// checkUser refuses what the user asked for that the target kubelet no
-// longer accepts; at names where it was asked ("kubelet", "nodes[2].kubelet").
-func (r *Renderer) checkUser(at string, o model.KubeletOverrides) error {
-	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(o.ExtraArgs)) {
-		if rm, ok := r.removals.Find(profiles.Flag, name, r.version); ok {
-			errs = append(errs, fmt.Errorf("%s.extraArgs.%s: kubelet %s refuses --%s: %s", at, name, r.version, name, rm))
-		}
-		if slices.Contains(ownedFlags, name) {
-			errs = append(errs, fmt.Errorf("%s.extraArgs.%s: kubestrap sets --%s itself", at, name, name))
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(o.Config)) {
-		if rm, ok := r.removals.Find(profiles.Field, name, r.version); ok {
-			errs = append(errs, fmt.Errorf("%s.config.%s: kubelet %s has no such setting: %s", at, name, r.version, rm))
-		}
-	}
-	for _, gate := range slices.Sorted(maps.Keys(featureGates(o.Config))) {
-		if rm, ok := r.removals.Find(profiles.FeatureGate, gate, r.version); ok {
-			errs = append(errs, fmt.Errorf("%s.config.featureGates.%s: kubelet %s refuses this gate: %s", at, gate, r.version, rm))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w:\n%w", ErrInput, errors.Join(errs...))
-	}
-	return nil
-}
-
-// Check finds the input errors Node would report for n without rendering
-// it, so a run can refuse bad input before it creates tokens in a cluster.
-func (r *Renderer) Check(n model.Node) error {
-	if err := r.checkUser("node "+n.Name+": kubelet", n.Kubelet); err != nil {
-		return err
-	}
-	// Nodes without their own settings share the cluster's, checked once.
-	if len(n.Kubelet.Config) == 0 && r.baseChecked {
-		return nil
-	}
-	if _, err := r.kubeletConfig(n); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
-	}
-	return nil
-}
+// Check used to find the input errors Node would report for n.
+//
+// Deprecated: model.Load finds them all, each at its line; Check always
+// returns nil.
+func (r *Renderer) Check(model.Node) error { return nil }
 
 // Node renders one node's assets.
 func (r *Renderer) Node(n model.Node, tok token.Token) (Assets, error) {
@@ -172,9 +100,6 @@ func (r *Renderer) Node(n model.Node, tok token.Token) (Assets, error) {
 // where n allows (the result is the same bytes, see TestSharedMatchesFull).
 func (r *Renderer) node(n model.Node, tok token.Token, useShared bool) (Assets, error) {
 	at := "node " + n.Name
-	if err := r.checkUser(at+": kubelet", n.Kubelet); err != nil {
-		return Assets{}, err
-	}
 	kubeconfig, ok := r.shared.kubeconfigFor(tok)
 	if !ok || !useShared {
 		var err error
@@ -230,13 +155,14 @@ type kubeletConfig struct {
 	json  []byte
 }
 
-// kubeletConfig merges profile → cluster → node and sets what the model
-// decides. The JSON written is the merged map, so every field the profile
-// sets explicitly stays visible (the typed struct would drop zero values such
-// as readOnlyPort: 0); decoding it strictly into the v1beta1 type is what
-// makes it a valid KubeletConfiguration.
+// kubeletConfig puts the node's settings over the cluster's and sets what the
+// model decides. The JSON written is the merged map, so every field the
+// profile sets explicitly stays visible (the typed struct would drop zero
+// values such as readOnlyPort: 0). It is decoded strictly into the v1beta1
+// type all the same, to be sure of what is written: Load has decoded each
+// setting, so a failure is kubestrap's bug.
 func (r *Renderer) kubeletConfig(n model.Node) (kubeletConfig, error) {
-	m := merge(r.base, n.Kubelet.Config)
+	m := model.MergeKubeletConfig(r.base, n.Kubelet.Config)
 	m["apiVersion"] = kubeletv1beta1.SchemeGroupVersion.String()
 	m["kind"] = "KubeletConfiguration"
 	m["address"] = n.IP
@@ -264,7 +190,7 @@ func (r *Renderer) kubeletConfig(n model.Node) (kubeletConfig, error) {
 		err = errors.Join(strict...)
 	}
 	if err != nil {
-		return kubeletConfig{}, fmt.Errorf("%w: kubelet config is not a KubeletConfiguration: %w", ErrInput, err)
+		return kubeletConfig{}, fmt.Errorf("kubelet config is not a KubeletConfiguration (a kubestrap bug: model.Load should have refused the settings): %w", err)
 	}
 	kc.json = append(data, '\n')
 	return kc, nil

@@ -194,8 +194,10 @@ func TestKubeletConfig(t *testing.T) {
 	}
 }
 
+// The legacy profile's warnings are model's (TestLoadWarnings there); here,
+// what it renders.
 func TestLegacyProfile(t *testing.T) {
-	a, r := renderNode(t, guideCluster(t, "legacy"))
+	a, _ := renderNode(t, guideCluster(t, "legacy"))
 	kc := decodeKubelet(t, file(t, a, KubeletConfigPath).Contents)
 	if !*kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "AlwaysAllow" || kc.ReadOnlyPort != 10255 ||
 		kc.CgroupDriver != "cgroupfs" || kc.HairpinMode != "promiscuous-bridge" || *kc.SerializeImagePulls {
@@ -207,16 +209,6 @@ func TestLegacyProfile(t *testing.T) {
 	}
 	if !kc.FeatureGates["RotateKubeletServerCertificate"] {
 		t.Error("RotateKubeletServerCertificate dropped")
-	}
-	all := strings.Join(r.Warnings, "\n")
-	for _, want := range []string{"anonymous", "AlwaysAllow", "10255", "feature gate RotateKubeletClientCertificate left out: removed in Kubernetes v1.21.0"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("warnings lack %q:\n%s", want, all)
-		}
-	}
-	_, hr := renderNode(t, guideCluster(t, "hardened"))
-	if len(hr.Warnings) != 0 {
-		t.Errorf("hardened warns: %v", hr.Warnings)
 	}
 }
 
@@ -298,60 +290,53 @@ func TestUnitPathsExist(t *testing.T) {
 	}
 }
 
-func TestVersionAware(t *testing.T) {
+// Load refuses bad kubelet settings, each at its line (model's
+// TestLoadKubeletSettings). Settings that reach render unchecked, in a
+// Cluster built by hand, still never make a bad document: render's decode
+// refuses them, as a bug rather than as the user's input.
+func TestUncheckedSettingsAreABug(t *testing.T) {
 	tests := []struct {
 		name    string
-		version string
 		mutate  func(c *model.Cluster)
 		wantErr string
 	}{
-		{"logtostderr", "v1.37.2", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"logtostderr": "true"} },
-			"kubelet.extraArgs.logtostderr: kubelet 1.37.2 refuses --logtostderr: removed in Kubernetes v1.26.0"},
-		{"container-runtime", "v1.33.0", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"container-runtime": "remote"} },
-			"kubelet.extraArgs.container-runtime: kubelet 1.33.0 refuses --container-runtime: removed in Kubernetes v1.27.0"},
-		{"pod-infra-container-image still accepted by 1.34", "v1.34.4", func(c *model.Cluster) {
-			c.Kubelet.ExtraArgs = map[string]string{"pod-infra-container-image": "registry.k8s.io/pause:3.10"}
-		}, ""},
-		{"pod-infra-container-image refused by 1.35", "v1.35.0", func(c *model.Cluster) {
-			c.Kubelet.ExtraArgs = map[string]string{"pod-infra-container-image": "registry.k8s.io/pause:3.10"}
-		}, "kubelet.extraArgs.pod-infra-container-image: kubelet 1.35.0 refuses --pod-infra-container-image: removed in Kubernetes v1.35.0"},
-		{"cAdvisor port flag", "v1.37.2", func(c *model.Cluster) { c.Kubelet.ExtraArgs = map[string]string{"cadvisor-port": "4194"} },
-			"kubelet.extraArgs.cadvisor-port: kubelet 1.37.2 refuses --cadvisor-port: removed in Kubernetes v1.12.0"},
-		{"cAdvisor port field on a node", "v1.37.2", func(c *model.Cluster) { c.Nodes[0].Kubelet.Config = map[string]any{"cadvisorPort": 4194} },
-			"node kube-node1: kubelet.config.cadvisorPort: kubelet 1.37.2 has no such setting: removed in Kubernetes v1.12.0"},
-		{"removed feature gate from the user", "v1.37.2", func(c *model.Cluster) {
-			c.Kubelet.Config = map[string]any{"featureGates": map[string]any{"RotateKubeletClientCertificate": true}}
-		}, "kubelet.config.featureGates.RotateKubeletClientCertificate: kubelet 1.37.2 refuses this gate: removed in Kubernetes v1.21.0"},
-		{"flag kubestrap owns", "v1.37.2", func(c *model.Cluster) { c.Nodes[0].Kubelet.ExtraArgs = map[string]string{"kubeconfig": "/tmp/x"} },
-			"node kube-node1: kubelet.extraArgs.kubeconfig: kubestrap sets --kubeconfig itself"},
-		{"unknown field", "v1.37.2", func(c *model.Cluster) { c.Kubelet.Config = map[string]any{"readOnlyPrt": 0} },
-			`kubelet config is not a KubeletConfiguration: unknown field "readOnlyPrt"`},
-		{"wrong type", "v1.37.2", func(c *model.Cluster) { c.Kubelet.Config = map[string]any{"maxPods": "many"} },
-			"kubelet config is not a KubeletConfiguration"},
+		{"unknown field", func(c *model.Cluster) { c.Kubelet.Config = map[string]any{"readOnlyPrt": 0} },
+			`kubelet config is not a KubeletConfiguration (a kubestrap bug: model.Load should have refused the settings): unknown field "readOnlyPrt"`},
+		{"wrong type on a node", func(c *model.Cluster) { c.Nodes[0].Kubelet.Config = map[string]any{"maxPods": "many"} },
+			"node kube-node1: kubelet config is not a KubeletConfiguration (a kubestrap bug"},
+		{"unknown profile", func(c *model.Cluster) { c.Kubelet.Profile = "paranoid" },
+			`kubelet config: unknown profile "paranoid"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := guideCluster(t, "hardened")
-			c.KubernetesVersion = tt.version
 			tt.mutate(c)
-			var err error
 			r, err := New(c)
 			if err == nil {
-				_, err = r.Node(c.Nodes[0], testTok(t, c.Nodes[0].Name))
-			}
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
+				if cerr := r.Check(c.Nodes[0]); cerr != nil {
+					t.Errorf("Check = %v, want nil: Load does the checking", cerr)
 				}
-				return
+				_, err = r.Node(c.Nodes[0], testTok(t, c.Nodes[0].Name))
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v\nwant it to contain %q", err, tt.wantErr)
 			}
-			if !errors.Is(err, ErrInput) {
-				t.Errorf("err is not ErrInput: %v", err)
+			if errors.Is(err, ErrInput) || errors.Is(err, model.ErrInvalid) {
+				t.Errorf("err is an input error, want a bug: %v", err)
 			}
 		})
+	}
+}
+
+// The profile's feature gates that the target version removed are left out
+// (model.KubeletBase); the others stay.
+func TestRemovedProfileGatesLeftOut(t *testing.T) {
+	c := guideCluster(t, "legacy")
+	c.KubernetesVersion = "v1.33.0"
+	a, _ := renderNode(t, c)
+	kc := decodeKubelet(t, file(t, a, KubeletConfigPath).Contents)
+	if _, ok := kc.FeatureGates["RotateKubeletClientCertificate"]; ok || !kc.FeatureGates["RotateKubeletServerCertificate"] {
+		t.Errorf("featureGates = %v, want RotateKubeletServerCertificate alone", kc.FeatureGates)
 	}
 }
 
@@ -390,27 +375,6 @@ func TestExecQuote(t *testing.T) {
 	} {
 		if got := execQuote(in); got != want {
 			t.Errorf("execQuote(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-func TestCheck(t *testing.T) {
-	c := guideCluster(t, "hardened")
-	c.Nodes = append(c.Nodes,
-		model.Node{Name: "n2", IP: "172.27.129.111", Kubelet: model.KubeletOverrides{Config: map[string]any{"maxPods": "many"}}},
-		model.Node{Name: "n3", IP: "172.27.129.112", Kubelet: model.KubeletOverrides{ExtraArgs: map[string]string{"logtostderr": "true"}}},
-	)
-	r, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Check(c.Nodes[0]); err != nil {
-		t.Errorf("good node: %v", err)
-	}
-	for i, want := range map[int]string{1: "node n2: invalid kubelet settings: kubelet config is not a KubeletConfiguration", 2: "node n3: kubelet.extraArgs.logtostderr: kubelet 1.37.2 refuses --logtostderr"} {
-		err := r.Check(c.Nodes[i])
-		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrInput) {
-			t.Errorf("node %d: err = %v, want %q", i, err, want)
 		}
 	}
 }

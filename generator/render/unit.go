@@ -21,7 +21,9 @@ func serialize(opts []*unitOption) ([]byte, error) {
 // specifiers (%) and variables ($) are escaped, and an argument with
 // whitespace, quotes or backslashes is double-quoted.
 func execQuote(arg string) string {
-	arg = strings.NewReplacer("%", "%%", "$", "$$").Replace(arg)
+	if strings.ContainsAny(arg, "%$") {
+		arg = strings.NewReplacer("%", "%%", "$", "$$").Replace(arg)
+	}
 	if arg != "" && !strings.ContainsAny(arg, " \t\"'\\;") {
 		return arg
 	}
