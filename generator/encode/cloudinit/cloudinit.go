@@ -323,9 +323,14 @@ func plainBase64(b []byte) bool {
 	return c == '/' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
+// metaData's fields are layout.Text because yaml.v3 writes a string with a
+// line break as a literal block, which for some strings (a lone newline, a
+// leading tab) does not read back; node names with either are not
+// hostnames, but MetaData still must not write a document that means
+// something else.
 type metaData struct {
-	InstanceID    string `yaml:"instance-id"`
-	LocalHostname string `yaml:"local-hostname"`
+	InstanceID    layout.Text `yaml:"instance-id"`
+	LocalHostname layout.Text `yaml:"local-hostname"`
 }
 
 // InstanceID is "<node>-<first 12 hex digits of the SHA-256 of userData>".
@@ -361,7 +366,7 @@ func MetaData(a render.Assets, userData []byte) ([]byte, error) {
 		out = append(out, a.Node...)
 		return append(out, '\n'), nil
 	}
-	out, err := yaml.Marshal(metaData{InstanceID: id, LocalHostname: a.Node})
+	out, err := yaml.Marshal(metaData{InstanceID: layout.Text(id), LocalHostname: layout.Text(a.Node)})
 	if err != nil {
 		return nil, fmt.Errorf("marshalling cloud-init meta-data for node %q: %w", a.Node, err)
 	}

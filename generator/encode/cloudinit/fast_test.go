@@ -184,7 +184,7 @@ func TestFastMetaData(t *testing.T) {
 	}
 	fast := 0
 	for _, node := range nodes {
-		want, err := yaml.Marshal(metaData{InstanceID: InstanceID(node, ud), LocalHostname: node})
+		want, err := yaml.Marshal(metaData{InstanceID: layout.Text(InstanceID(node, ud)), LocalHostname: layout.Text(node)})
 		if err != nil {
 			t.Fatal(err)
 		}

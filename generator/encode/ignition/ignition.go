@@ -173,15 +173,30 @@ func Encode(a render.Assets, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return encode(a, r, translateOptions())
+}
+
+// translateOptions are the options of every Butane translation: Encode's,
+// and the Template's stand-in and probe, which must be translated exactly as
+// Encode translates for Fill to give Encode's bytes. It is a function so that
+// there is one value and nothing can change it.
+func translateOptions() butanecommon.TranslateBytesOptions {
+	return butanecommon.TranslateBytesOptions{
+		// Compressed contents would be gzip data URLs nobody can review;
+		// the Template also relies on it (see newTemplate).
+		TranslateOptions: butanecommon.TranslateOptions{NoResourceAutoCompression: true},
+		Pretty:           true,
+	}
+}
+
+// encode is Encode with resolved options and Butane's translate options
+// given, so the Template can translate with the options it checked.
+func encode(a render.Assets, r resolved, topts butanecommon.TranslateBytesOptions) (Result, error) {
 	src, err := butaneSource(a, r)
 	if err != nil {
 		return Result{}, err
 	}
-	ign, rpt, err := butane.TranslateBytes(src, butanecommon.TranslateBytesOptions{
-		// Compressed contents would be gzip data URLs nobody can review.
-		TranslateOptions: butanecommon.TranslateOptions{NoResourceAutoCompression: true},
-		Pretty:           true,
-	})
+	ign, rpt, err := butane.TranslateBytes(src, topts)
 	if err != nil {
 		// Report positions (line, col) point into the Butane source.
 		return Result{}, fmt.Errorf("%w: Butane %s %s translation for node %q: %w\n%s",

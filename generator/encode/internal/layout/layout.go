@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kubestrap/kubestrap/generator/render"
 )
@@ -82,6 +83,10 @@ func checkPath(p string) error {
 		return fmt.Errorf("path is the root directory")
 	case strings.ContainsAny(p, "\x00\n"):
 		return fmt.Errorf("path contains a NUL or newline")
+	case !utf8.ValidString(p):
+		// JSON would carry it as U+FFFD, another path, and YAML only as
+		// !!binary, which cloud-init's schema refuses.
+		return fmt.Errorf("path is not valid UTF-8")
 	}
 	return nil
 }
@@ -89,7 +94,7 @@ func checkPath(p string) error {
 // checkUnitName accepts what both Ignition's validator and `systemctl enable`
 // accept, so a name cannot pass one document and fail the other at boot.
 func checkUnitName(name string) error {
-	if name == "" || strings.ContainsAny(name, "/\x00\n ") || strings.HasPrefix(name, ".") {
+	if name == "" || strings.ContainsAny(name, "/\x00\n ") || strings.HasPrefix(name, ".") || !utf8.ValidString(name) {
 		return fmt.Errorf("not a plain unit file name")
 	}
 	switch path.Ext(name) {

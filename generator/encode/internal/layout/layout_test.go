@@ -51,6 +51,8 @@ func TestCheck(t *testing.T) {
 		{"root", func(a *render.Assets) { a.Dirs[0].Path = "/" }, "root directory"},
 		{"dot-dot", func(a *render.Assets) { a.Files[0].Path = "/a/../b" }, "not clean"},
 		{"newline", func(a *render.Assets) { a.Files[0].Path = "/a/b\nc" }, "newline"},
+		{"invalid UTF-8 path", func(a *render.Assets) { a.Dirs[0].Path = "/a\xff" }, "not valid UTF-8"},
+		{"invalid UTF-8 unit", func(a *render.Assets) { a.Units[0].Name = "x\xc3.service" }, "plain unit file name"},
 		{"dir and file", func(a *render.Assets) { a.Files[0].Path = "/a" }, "already used by a directory"},
 		{"two units", func(a *render.Assets) { a.Units = append(a.Units, a.Units[0]) }, "already used by a unit"},
 		{"hidden unit", func(a *render.Assets) { a.Units[0].Name = ".service" }, "plain unit file name"},
