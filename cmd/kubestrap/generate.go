@@ -307,6 +307,9 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	for _, w := range stage.Warnings() {
+		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
+	}
 	var toks *tokens
 	defer func() {
 		if err == nil {
@@ -539,6 +542,6 @@ func printSummary(w io.Writer, rows []summaryRow) {
 
 // isInputError reports whether err is the user's to fix (exit 2).
 func isInputError(err error) bool {
-	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, output.ErrExists},
+	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, output.ErrExists, output.ErrNotOurs},
 		func(target error) bool { return errors.Is(err, target) })
 }
