@@ -100,6 +100,7 @@ func nodesJoin(t *testing.T, mode string) {
 	}
 	if mode == liveTokens {
 		h.checkRegenerate(ks, cp, clusterFile, nodes)
+		h.checkConcurrentRuns(ks, cp, clusterFile)
 		h.checkOutage(ks, cp, clusterFile)
 	}
 	t.Logf("both nodes joined; %s in all", time.Since(start).Round(time.Second))

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
+	"strings"
 	"time"
 
+	"github.com/kubestrap/kubestrap/generator/token"
 	"github.com/urfave/cli/v2"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
 // Exit codes: bad input or usage is the user's to fix; anything else failed
@@ -31,7 +33,7 @@ type deps struct {
 }
 
 func defaultDeps() deps {
-	return deps{now: time.Now, generateToken: bootstraputil.GenerateBootstrapToken}
+	return deps{now: time.Now, generateToken: token.Generate}
 }
 
 // usageError marks an error as the user's (exit 2).
@@ -55,7 +57,7 @@ no SSH step.`,
 		Reader:         io.in,
 		Writer:         io.out,
 		ErrWriter:      io.err,
-		HideVersion:    true,
+		Version:        version(),
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		Commands:       []*cli.Command{generateCommand(d), rbacCommand()},
@@ -68,6 +70,32 @@ no SSH step.`,
 	}
 }
 
+// version is the module version and the VCS revision the binary was built
+// from, as the Go toolchain recorded them: "v0.3.0", or for a build from a
+// checkout "(devel) 2fb7177c5a1e, modified".
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build information)"
+	}
+	v := info.Main.Version
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		v += " " + rev[:min(len(rev), 12)] + modified
+	}
+	return v + " " + info.GoVersion
+}
+
 // run is main without os.Exit, for tests.
 func run(ctx context.Context, args []string, io stdio, d deps) int {
 	app := newApp(io, d)
@@ -75,7 +103,11 @@ func run(ctx context.Context, args []string, io stdio, d deps) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(io.err, "kubestrap: %v\n", err)
+	// Every line carries the prefix, so each problem of a long report can
+	// be told from other programs' output and grepped on its own.
+	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		fmt.Fprintf(io.err, "kubestrap: %s\n", line)
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isInputError(err) {
 		return exitUsage

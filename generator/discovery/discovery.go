@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -41,6 +42,34 @@ func Kubeconfig(path string) (*rest.Config, string, error) {
 		return nil, name, fmt.Errorf("%s: %w", name, err)
 	}
 	return cfg, name, nil
+}
+
+// Client is an admin client of one cluster.
+type Client struct {
+	Config    *rest.Config
+	Interface kubernetes.Interface
+	// Source names the kubeconfig, for messages ("kubeconfig admin.conf").
+	Source string
+}
+
+// NewClient loads the admin kubeconfig (see Kubeconfig) and makes a client
+// that can keep parallel calls in flight: client-go's default client-side
+// limit of 5 per second would hold back any parallelism above that, so a
+// thousand calls would take over three minutes.
+func NewClient(path string, parallel int) (*Client, error) {
+	cfg, source, err := Kubeconfig(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = float32(50*parallel), 100*parallel
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &Client{Config: cfg, Interface: client, Source: source}, nil
 }
 
 // Pin is kubeadm's public key pin of a CA: "sha256:" and the hex SHA-256 of

@@ -21,56 +21,62 @@ import (
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
-// Defaults for Cluster's knobs.
-const (
-	DefaultParallel    = 16
-	DefaultReuseMargin = 2 * time.Hour
-	// maxAttempts bounds the retries of one API call on a retryable error.
-	maxAttempts = 6
-)
+// DefaultParallel is how many API calls Cluster has in flight by default.
+const DefaultParallel = 16
 
-// Cluster obtains tokens from a live cluster: it reuses a node's token while
-// it stays valid long enough, and otherwise creates the Secret that `kubeadm
-// token create --groups system:bootstrappers:<node>` would.
+// maxAttempts bounds the retries of one API call on a retryable error.
+const maxAttempts = 6
+
+// Cluster obtains tokens from a live cluster for one run: it reuses a node's
+// token while it stays valid long enough and its run committed, and
+// otherwise creates the Secret that `kubeadm token create --groups
+// system:bootstrappers:<node>` would.
 type Cluster struct {
 	Client  kubernetes.Interface
 	TTL     time.Duration
 	Signing bool
 	// ReuseMargin: a node's existing token is reused only if it is still
 	// valid this long from now (so the node can boot before it expires).
+	// Zero means DefaultReuseMargin(TTL); use CheckReuseMargin on a margin
+	// the user gave.
 	ReuseMargin time.Duration
-	// Rotate mints new tokens for every node and deletes the ones they replace.
+	// Rotate mints new tokens for every node and, at Commit, deletes the
+	// committed ones they replace.
 	Rotate bool
 	// Parallel bounds the API calls in flight.
 	Parallel int
 	// Now, Generate and Backoff are injected so tests are repeatable; nil
-	// means the wall clock, cluster-bootstrap's generator, and 100ms doubling.
+	// means the wall clock, Generate, and 100ms doubling.
 	Now      func() time.Time
 	Generate func() (string, error)
 	Backoff  func(attempt int) time.Duration
 	// Progress, if set, is called after each node's token is obtained.
 	Progress func(done int)
-	// OnToken, if set, is handed each node's token (by its index in nodes)
-	// as soon as it is obtained, so the caller can start on that node's
-	// documents while other tokens are still being created. Calls are
-	// serialised. A run that fails afterwards still deletes what it created.
-	OnToken func(i int, t Token)
+
+	mu  sync.Mutex
+	run *Obtained // what the last successful Obtain did
 }
 
-// Obtained is the result of Cluster.Obtain.
+// Obtained is what one run did in the cluster.
 type Obtained struct {
 	// Tokens holds one token per node, in the order asked for.
 	Tokens []Token
 	// Created and Reused count what the run did.
 	Created, Reused int
+	// Run names the run: its tokens carry it as LabelRun.
+	Run string
 
-	client   kubernetes.Interface
-	backoff  func(int) time.Duration
-	created  []string // Secret names this run created
-	replaced []string // Secret names that rotated tokens replace
+	client  kubernetes.Interface
+	backoff func(int) time.Duration
+	now     func() time.Time
+	created []string // Secret names this run created
+	// replaced are committed Secrets that rotated tokens replace.
+	replaced []string
 	// uncertain are Secrets whose create failed without a clear "no" (the
 	// connection broke, the server went away): they may exist.
 	uncertain []*corev1.Secret
+	// orphanMarkers are run markers with no token left, tidied at Commit.
+	orphanMarkers []string
 }
 
 // NodeError says which nodes failed and why.
@@ -86,26 +92,70 @@ func (e *NodeError) Error() string {
 
 func (e *NodeError) Unwrap() error { return e.Last }
 
-// Obtain gets one token per node, all or nothing: if any node fails, the
+// Obtain gets one token per node (see Provider).
+func (c *Cluster) Obtain(ctx context.Context, nodes []string, ready func(int, Token)) (Summary, error) {
+	o, err := c.obtain(ctx, nodes, ready)
+	if err != nil {
+		return Summary{}, err
+	}
+	c.mu.Lock()
+	c.run = o
+	c.mu.Unlock()
+	return Summary{Created: o.Created, Reused: o.Reused}, nil
+}
+
+// Commit records that the run's documents are written (see Obtained.Commit).
+func (c *Cluster) Commit(ctx context.Context) error {
+	c.mu.Lock()
+	o := c.run
+	c.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	return o.Commit(ctx)
+}
+
+// Rollback deletes what the run created (see Obtained.Rollback).
+func (c *Cluster) Rollback(ctx context.Context) error {
+	c.mu.Lock()
+	o := c.run
+	c.run = nil
+	c.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	return o.Rollback(ctx)
+}
+
+// obtain gets one token per node, all or nothing: if any node fails, the
 // Secrets this run created are deleted before it returns.
-func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error) {
+func (c *Cluster) obtain(ctx context.Context, nodes []string, ready func(int, Token)) (*Obtained, error) {
 	now, generate, backoff := c.Now, c.Generate, c.Backoff
 	if now == nil {
 		now = time.Now
 	}
 	if generate == nil {
-		generate = bootstraputil.GenerateBootstrapToken
+		generate = Generate
 	}
 	if backoff == nil {
 		backoff = func(attempt int) time.Duration { return 100 * time.Millisecond << attempt }
 	}
+	margin := c.ReuseMargin
+	if margin == 0 {
+		margin = DefaultReuseMargin(c.TTL)
+	}
+	run, err := newRunID()
+	if err != nil {
+		return nil, err
+	}
 	parallel := max(c.Parallel, 1)
-	o := &Obtained{client: c.Client, backoff: backoff, Tokens: make([]Token, len(nodes))}
+	o := &Obtained{client: c.Client, backoff: backoff, now: now, Run: run, Tokens: make([]Token, len(nodes))}
 
 	existing, err := c.existing(ctx, backoff)
 	if err != nil {
 		return nil, fmt.Errorf("listing bootstrap tokens: %w", err)
 	}
+	o.orphanMarkers = existing.orphanMarkers()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -135,7 +185,8 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			tok, reused, name, maybe, err := c.one(ctx, node, existing.byNode[node], now, generate, backoff, reserve)
+			have := existing.committed(node)
+			tok, reused, name, maybe, err := c.one(ctx, node, run, have, margin, now, generate, backoff, reserve)
 			mu.Lock()
 			defer mu.Unlock()
 			if maybe != nil {
@@ -151,8 +202,8 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 				return
 			}
 			o.Tokens[i] = tok
-			if c.OnToken != nil {
-				c.OnToken(i, tok)
+			if ready != nil {
+				ready(i, tok)
 			}
 			if reused {
 				o.Reused++
@@ -160,7 +211,7 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 				o.Created++
 				o.created = append(o.created, name)
 				if c.Rotate {
-					for _, s := range existing.byNode[node] {
+					for _, s := range have {
 						o.replaced = append(o.replaced, s.Name)
 					}
 				}
@@ -186,14 +237,25 @@ func (c *Cluster) Obtain(ctx context.Context, nodes []string) (*Obtained, error)
 	return o, nil
 }
 
+// newRunID is ten random characters from the token alphabet, enough that
+// two runs never share one.
+func newRunID() (string, error) {
+	a, err := Generate()
+	if err != nil {
+		return "", fmt.Errorf("generating a run id: %w", err)
+	}
+	id, secret, _ := strings.Cut(a, ".")
+	return id + secret[:4], nil
+}
+
 // one obtains node's token: an existing one still valid past the margin, or
 // a new one. It returns the new Secret's name when it created one.
 // A create that fails without a clear answer from the server may still have
 // happened; the Secret is returned as maybe, for the rollback to look for.
-func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, now func() time.Time, generate func() (string, error),
+func (c *Cluster) one(ctx context.Context, node, run string, have []corev1.Secret, margin time.Duration, now func() time.Time, generate func() (string, error),
 	backoff func(int) time.Duration, reserve func(string) bool) (tok Token, reused bool, name string, maybe *corev1.Secret, err error) {
 	if !c.Rotate {
-		if tok, ok := c.reusable(node, have, now()); ok {
+		if tok, ok := c.reusable(node, have, now(), margin); ok {
 			return tok, true, "", nil, nil
 		}
 	}
@@ -206,6 +268,7 @@ func (c *Cluster) one(ctx context.Context, node string, have []corev1.Secret, no
 		if err != nil {
 			return Token{}, false, "", nil, fmt.Errorf("node %s: %w", node, err)
 		}
+		tok.Run = run
 		if !reserve(tok.ID) {
 			continue
 		}
@@ -265,15 +328,15 @@ func (c *Cluster) isOurs(ctx context.Context, want *corev1.Secret, backoff func(
 	return subtle.ConstantTimeCompare(have.Data[bootstrapapi.BootstrapTokenSecretKey], want.Data[bootstrapapi.BootstrapTokenSecretKey]) == 1, nil
 }
 
-// reusable returns the node's token that stays valid longest, if it is valid
-// past now+margin and has the usages asked for.
-func (c *Cluster) reusable(node string, have []corev1.Secret, now time.Time) (Token, bool) {
+// reusable returns the node's committed token that stays valid longest, if
+// it is valid past now+margin and has the usages asked for.
+func (c *Cluster) reusable(node string, have []corev1.Secret, now time.Time, margin time.Duration) (Token, bool) {
 	var best Token
 	found := false
 	for _, s := range have {
 		d := s.Data
 		exp, err := time.Parse(time.RFC3339, string(d[bootstrapapi.BootstrapTokenExpirationKey]))
-		if err != nil || !exp.After(now.Add(c.ReuseMargin)) {
+		if err != nil || !exp.After(now.Add(margin)) {
 			continue
 		}
 		if string(d[bootstrapapi.BootstrapTokenUsageAuthentication]) != "true" ||
@@ -285,6 +348,7 @@ func (c *Cluster) reusable(node string, have []corev1.Secret, now time.Time) (To
 		if err != nil {
 			continue
 		}
+		tok.Run = s.Labels[LabelRun]
 		if !found || tok.Expires.After(best.Expires) {
 			best, found = tok, true
 		}
@@ -295,11 +359,46 @@ func (c *Cluster) reusable(node string, have []corev1.Secret, now time.Time) (To
 type existingTokens struct {
 	byNode map[string][]corev1.Secret
 	ids    map[string]bool
+	// markers maps a committed run to its marker's name; runs holds every
+	// run that still has a token.
+	markers map[string]string
+	runs    map[string]bool
 }
 
-// existing lists the tool's bootstrap tokens once, rather than once per node.
+// committed returns node's tokens that a run committed (or that no run
+// created: offline ones applied by hand, and those of kubestrap before run
+// markers). A token of a run that has not committed is in documents that
+// may never be written: its run may still roll it back.
+func (ex existingTokens) committed(node string) []corev1.Secret {
+	var out []corev1.Secret
+	for _, s := range ex.byNode[node] {
+		run := s.Labels[LabelRun]
+		if _, ok := ex.markers[run]; run == "" || ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// orphanMarkers are markers whose tokens are all gone (expired and
+// cleaned up, rotated out): they say nothing any more. A run writes its
+// marker after its last token, so a marker with no tokens cannot belong to
+// a run still in progress.
+func (ex existingTokens) orphanMarkers() []string {
+	var out []string
+	for run, name := range ex.markers {
+		if !ex.runs[run] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// existing lists the tool's bootstrap tokens and run markers once, rather
+// than once per node.
 func (c *Cluster) existing(ctx context.Context, backoff func(int) time.Duration) (existingTokens, error) {
-	ex := existingTokens{byNode: map[string][]corev1.Secret{}, ids: map[string]bool{}}
+	ex := existingTokens{byNode: map[string][]corev1.Secret{}, ids: map[string]bool{}, markers: map[string]string{}, runs: map[string]bool{}}
 	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy}).String()
 	var list *corev1.SecretList
 	err := retry(ctx, backoff, func(ctx context.Context) error {
@@ -311,12 +410,20 @@ func (c *Cluster) existing(ctx context.Context, backoff func(int) time.Duration)
 		return ex, err
 	}
 	for _, s := range list.Items {
-		if s.Type != bootstrapapi.SecretTypeBootstrapToken || s.DeletionTimestamp != nil {
+		if s.DeletionTimestamp != nil {
 			continue
 		}
-		ex.ids[string(s.Data[bootstrapapi.BootstrapTokenIDKey])] = true
-		node := s.Annotations[AnnotationNode]
-		ex.byNode[node] = append(ex.byNode[node], s)
+		switch s.Type {
+		case SecretTypeRunMarker:
+			if run := s.Labels[LabelRun]; run != "" {
+				ex.markers[run] = s.Name
+			}
+		case bootstrapapi.SecretTypeBootstrapToken:
+			ex.ids[string(s.Data[bootstrapapi.BootstrapTokenIDKey])] = true
+			node := s.Annotations[AnnotationNode]
+			ex.byNode[node] = append(ex.byNode[node], s)
+			ex.runs[s.Labels[LabelRun]] = true
+		}
 	}
 	return ex, nil
 }
@@ -327,10 +434,27 @@ func (o *Obtained) Rollback(ctx context.Context) error {
 	return deleteSecrets(ctx, o.client, o.backoff, o.created, o.uncertain)
 }
 
-// Finish deletes the Secrets that rotated tokens replace; call it once the
-// documents holding the new tokens are written.
-func (o *Obtained) Finish(ctx context.Context) error {
-	return deleteSecrets(ctx, o.client, o.backoff, o.replaced, nil)
+// Commit marks the run committed, so later runs may reuse its tokens, then
+// deletes the committed tokens that rotated ones replace, and markers left
+// with no tokens. Call it once the documents holding the tokens are
+// written. If the marker cannot be created the documents still work; a
+// later run just mints new tokens instead of reusing these.
+func (o *Obtained) Commit(ctx context.Context) error {
+	var errs []error
+	if o.Created > 0 {
+		marker := RunMarker(o.Run, o.now())
+		err := retry(ctx, o.backoff, func(ctx context.Context) error {
+			_, err := o.client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, marker, metav1.CreateOptions{})
+			return err
+		})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			errs = append(errs, fmt.Errorf("marking run %s committed (its tokens work, but a re-run will mint new ones instead of reusing them): %w", o.Run, err))
+		}
+	}
+	if err := deleteSecrets(ctx, o.client, o.backoff, slices.Concat(o.replaced, o.orphanMarkers), nil); err != nil {
+		errs = append(errs, fmt.Errorf("deleting replaced tokens: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // deleteSecrets deletes names, and each of maybe that exists and holds its
@@ -375,8 +499,8 @@ func deleteSecrets(ctx context.Context, client kubernetes.Interface, backoff fun
 	if last == nil {
 		return nil
 	}
-	return fmt.Errorf("%d Secret(s) may be left in %s (a re-run reuses them while valid): %s: %w",
-		len(left), metav1.NamespaceSystem, strings.Join(left, ", "), last)
+	return fmt.Errorf("%d Secret(s) may be left in %s (valid until they expire; delete them with kubectl -n %s delete secret NAME): %s: %w",
+		len(left), metav1.NamespaceSystem, metav1.NamespaceSystem, strings.Join(left, ", "), last)
 }
 
 // isAPIError reports whether err is an answer from the API server (as

@@ -61,7 +61,7 @@ func TestObtainCreatesAndReuses(t *testing.T) {
 	client := fake.NewClientset()
 	p := provider(client)
 	nodes := []string{"n1", "n2", "n3.rack.example.com"}
-	got, err := p.Obtain(context.Background(), nodes)
+	got, err := p.obtain(context.Background(), nodes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +83,17 @@ func TestObtainCreatesAndReuses(t *testing.T) {
 		}
 	}
 
-	// A re-run an hour later reuses every token: same values, no new Secrets.
+	// Once the run committed, a re-run an hour later reuses every token:
+	// same values, no new Secrets.
+	if err := got.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	p.Now = func() time.Time { return t0.Add(time.Hour) }
-	again, err := p.Obtain(context.Background(), nodes)
+	again, err := p.obtain(context.Background(), nodes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Created != 0 || again.Reused != 3 || len(secrets(t, client)) != 3 {
+	if again.Created != 0 || again.Reused != 3 || len(secrets(t, client)) != 4 {
 		t.Errorf("re-run created %d reused %d", again.Created, again.Reused)
 	}
 	for i := range nodes {
@@ -101,11 +105,11 @@ func TestObtainCreatesAndReuses(t *testing.T) {
 	// Within the margin of expiry, a token is not handed to a node that may
 	// boot later: a new one is minted, the old one left to expire.
 	p.Now = func() time.Time { return t0.Add(23*time.Hour + 30*time.Minute) }
-	late, err := p.Obtain(context.Background(), nodes[:1])
+	late, err := p.obtain(context.Background(), nodes[:1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if late.Created != 1 || late.Tokens[0].ID == got.Tokens[0].ID || len(secrets(t, client)) != 4 {
+	if late.Created != 1 || late.Tokens[0].ID == got.Tokens[0].ID || len(secrets(t, client)) != 5 {
 		t.Errorf("near expiry: created %d, id %s", late.Created, late.Tokens[0].ID)
 	}
 }
@@ -113,19 +117,22 @@ func TestObtainCreatesAndReuses(t *testing.T) {
 func TestObtainRotate(t *testing.T) {
 	client := fake.NewClientset()
 	p := provider(client)
-	first, err := p.Obtain(context.Background(), []string{"n1", "n2"})
+	first, err := p.obtain(context.Background(), []string{"n1", "n2"}, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p.Rotate = true
-	rotated, err := p.Obtain(context.Background(), []string{"n1", "n2"})
+	rotated, err := p.obtain(context.Background(), []string{"n1", "n2"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rotated.Created != 2 || len(secrets(t, client)) != 4 {
-		t.Fatalf("rotate created %d, %d Secrets before Finish", rotated.Created, len(secrets(t, client)))
+	if rotated.Created != 2 || len(secrets(t, client)) != 5 {
+		t.Fatalf("rotate created %d, %d Secrets before Commit", rotated.Created, len(secrets(t, client)))
 	}
-	if err := rotated.Finish(context.Background()); err != nil {
+	if err := rotated.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	have := secrets(t, client)
@@ -151,7 +158,7 @@ func TestObtainNeverOverwrites(t *testing.T) {
 		updates.Add(1)
 		return false, nil, nil
 	})
-	got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+	got, err := provider(client).obtain(context.Background(), []string{"n1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +186,7 @@ func TestObtainLostReply(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+	got, err := provider(client).obtain(context.Background(), []string{"n1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +218,7 @@ func TestObtainRetries(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			got, err := provider(client).Obtain(context.Background(), []string{"n1"})
+			got, err := provider(client).obtain(context.Background(), []string{"n1"}, nil)
 			if err != nil {
 				t.Fatalf("not retried: %v", err)
 			}
@@ -235,7 +242,7 @@ func TestObtainAllOrNothing(t *testing.T) {
 	})
 	p := provider(client)
 	p.Parallel = 1
-	_, err := p.Obtain(context.Background(), []string{"n1", "n2", "n3", "n4"})
+	_, err := p.obtain(context.Background(), []string{"n1", "n2", "n3", "n4"}, nil)
 	var ne *NodeError
 	if !errors.As(err, &ne) {
 		t.Fatalf("err = %v", err)
@@ -261,7 +268,7 @@ func TestObtainUnreachable(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
 	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, refused })
 	start := time.Now()
-	_, err := provider(client).Obtain(context.Background(), []string{"n1", "n2"})
+	_, err := provider(client).obtain(context.Background(), []string{"n1", "n2"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v", err)
 	}
@@ -305,7 +312,7 @@ func TestObtainBoundsConcurrency(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = fmt.Sprint("n", i)
 	}
-	if _, err := p.Obtain(context.Background(), nodes); err != nil {
+	if _, err := p.Obtain(context.Background(), nodes, nil); err != nil {
 		t.Fatal(err)
 	}
 	if peak.Load() != 3 || creates.Load() != 30 {
@@ -325,7 +332,7 @@ func TestObtainCancelled(t *testing.T) {
 	})
 	p := provider(client)
 	p.Parallel = 1
-	_, err := p.Obtain(ctx, []string{"n1", "n2", "n3"})
+	_, err := p.obtain(ctx, []string{"n1", "n2", "n3"}, nil)
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
@@ -354,7 +361,7 @@ func TestObtainRollsBackUncertainCreates(t *testing.T) {
 	})
 	p := provider(client)
 	p.Parallel = 1
-	_, err := p.Obtain(context.Background(), []string{"n1"})
+	_, err := p.obtain(context.Background(), []string{"n1"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "connection reset by peer") {
 		t.Fatalf("err = %v", err)
 	}
@@ -368,7 +375,7 @@ func TestObtainRollsBackUncertainCreates(t *testing.T) {
 // left instead of waiting on each.
 func TestRollbackUnreachable(t *testing.T) {
 	client := fake.NewClientset()
-	got, err := provider(client).Obtain(context.Background(), []string{"n1", "n2", "n3"})
+	got, err := provider(client).obtain(context.Background(), []string{"n1", "n2", "n3"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,11 +385,205 @@ func TestRollbackUnreachable(t *testing.T) {
 		return true, nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
 	})
 	err = got.Rollback(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "3 Secret(s) may be left in kube-system (a re-run reuses them while valid): bootstrap-token-") ||
+	if err == nil || !strings.Contains(err.Error(), "3 Secret(s) may be left in kube-system (valid until they expire; delete them with kubectl -n kube-system delete secret NAME): bootstrap-token-") ||
 		!strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v", err)
 	}
 	if n := deletes.Load(); n != maxAttempts {
 		t.Errorf("%d deletes tried, want %d (one Secret's retries, then no more waiting)", n, maxAttempts)
+	}
+}
+
+// Run X creates tokens; run Y, on the same nodes, starts while X is still
+// creating; X then fails and rolls back. Y's documents must not hold X's
+// tokens: a token is only reused once its run has committed.
+func TestConcurrentRunsReuseOnlyCommitted(t *testing.T) {
+	client := fake.NewClientset()
+	yDone := make(chan struct{})
+	var xCreates atomic.Int32
+	client.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		// X's token ids come from seq ("id0001", ...), Y's start with "yy".
+		s := a.(k8stesting.CreateAction).GetObject().(*corev1.Secret)
+		if !strings.HasPrefix(s.Name, "bootstrap-token-id") {
+			return false, nil, nil
+		}
+		// X's third create fails for good.
+		if xCreates.Add(1) == 3 {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, s.Name, errors.New("quota"))
+		}
+		return false, nil, nil
+	})
+	nodes := []string{"n1", "n2", "n3"}
+	x := provider(client)
+	x.Parallel = 1
+	xReady := make(chan struct{})
+	var xErr error
+	xFinished := make(chan struct{})
+	go func() {
+		defer close(xFinished)
+		// X stops after its second token (the fake clientset runs one
+		// reactor at a time, so X cannot wait inside one) until Y is done.
+		_, xErr = x.obtain(context.Background(), nodes, func(i int, _ Token) {
+			if i == 1 {
+				close(xReady)
+				<-yDone
+			}
+		})
+	}()
+	<-xReady // X holds uncommitted tokens for n1 and n2
+
+	y := provider(client)
+	var yN atomic.Int64
+	y.Generate = func() (string, error) { return fmt.Sprintf("yy%04d.%016d", yN.Add(1), 7), nil }
+	got, err := y.obtain(context.Background(), nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Reused != 0 || got.Created != 3 {
+		t.Errorf("Y reused %d and created %d tokens; X's were not committed, so Y must create all 3", got.Reused, got.Created)
+	}
+	if err := got.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(yDone)
+	<-xFinished
+	if xErr == nil {
+		t.Fatal("X did not fail")
+	}
+	have := secrets(t, client)
+	for _, tok := range got.Tokens {
+		if _, ok := have["bootstrap-token-"+tok.ID]; !ok {
+			t.Errorf("%s: Y's token %s was deleted by X's rollback", tok.Node, tok.ID)
+		}
+	}
+	for name := range have {
+		if strings.HasPrefix(name, "bootstrap-token-id") {
+			t.Errorf("X's %s survived its rollback", name)
+		}
+	}
+	// A later run reuses Y's committed tokens.
+	z := provider(client)
+	again, err := z.obtain(context.Background(), nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range again.Tokens {
+		if again.Reused != 3 || tok.Value() != got.Tokens[i].Value() {
+			t.Errorf("%s: Z did not reuse Y's committed token", tok.Node)
+		}
+	}
+}
+
+// Tokens without a run label (minted offline and applied by hand, or made
+// before run markers existed) count as committed.
+func TestReusesTokensWithoutRun(t *testing.T) {
+	tok, err := New("abcdef.0123456789abcdef", "n1", t0.Add(24*time.Hour), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset(Secret(tok))
+	got, err := provider(client).obtain(context.Background(), []string{"n1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Reused != 1 || got.Tokens[0].Value() != tok.Value() {
+		t.Errorf("reused %d, token %s", got.Reused, got.Tokens[0])
+	}
+}
+
+// With a 2h TTL, a re-run five minutes later reuses the token: the default
+// margin follows the TTL (half of it, at most 2h). A fixed 2h margin would
+// mint a new token on every run and leave the old ones valid.
+func TestDefaultReuseMargin(t *testing.T) {
+	for _, tt := range []struct {
+		ttl, want time.Duration
+	}{
+		{2 * time.Hour, time.Hour},
+		{24 * time.Hour, 2 * time.Hour},
+		{10 * time.Minute, 5 * time.Minute},
+	} {
+		if got := DefaultReuseMargin(tt.ttl); got != tt.want {
+			t.Errorf("DefaultReuseMargin(%v) = %v, want %v", tt.ttl, got, tt.want)
+		}
+		if err := CheckReuseMargin(DefaultReuseMargin(tt.ttl), tt.ttl); err != nil {
+			t.Errorf("the default margin for %v is refused: %v", tt.ttl, err)
+		}
+	}
+	for _, bad := range []time.Duration{2 * time.Hour, 3 * time.Hour, -time.Second} {
+		if err := CheckReuseMargin(bad, 2*time.Hour); err == nil {
+			t.Errorf("margin %v accepted for a 2h TTL", bad)
+		}
+	}
+
+	client := fake.NewClientset()
+	p := provider(client)
+	p.TTL, p.ReuseMargin = 2*time.Hour, 0
+	first, err := p.obtain(context.Background(), []string{"n1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Now = func() time.Time { return t0.Add(5 * time.Minute) }
+	again, err := p.obtain(context.Background(), []string{"n1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Reused != 1 || again.Tokens[0].ID != first.Tokens[0].ID {
+		t.Errorf("five minutes into a 2h token, a re-run created a new one (reused %d)", again.Reused)
+	}
+}
+
+// A commit writes one marker, whatever the node count; a marker whose
+// tokens are all gone is deleted by the next commit.
+func TestCommitMarker(t *testing.T) {
+	client := fake.NewClientset()
+	var creates atomic.Int32
+	client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		creates.Add(1)
+		return false, nil, nil
+	})
+	p := provider(client)
+	nodes := []string{"n1", "n2", "n3", "n4", "n5"}
+	first, err := p.obtain(context.Background(), nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := creates.Load()
+	if err := first.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := creates.Load() - before; n != 1 {
+		t.Errorf("commit made %d API creates, want 1", n)
+	}
+	marker, ok := secrets(t, client)["kubestrap-run-"+first.Run]
+	if !ok || marker.Type != SecretTypeRunMarker || marker.Annotations[AnnotationCommitted] != t0.Format(time.RFC3339) || len(marker.Data) != 0 {
+		t.Fatalf("marker %+v", marker)
+	}
+	// Rotate every token out: first's marker now marks nothing, and the
+	// commit after next tidies it.
+	p.Rotate = true
+	second, err := p.obtain(context.Background(), nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Rotate = false
+	third, err := p.obtain(context.Background(), nodes[:1], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := third.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	have := secrets(t, client)
+	if _, ok := have["kubestrap-run-"+first.Run]; ok {
+		t.Error("the marker of a run with no tokens left was kept")
+	}
+	if _, ok := have["kubestrap-run-"+second.Run]; !ok {
+		t.Error("the marker of a run whose tokens are in use was deleted")
 	}
 }

@@ -25,6 +25,17 @@ const (
 	// AnnotationNode holds the full node name when it does not fit a label value.
 	AnnotationNode = "kubestrap.dev/node"
 	Description    = "kubelet bootstrap token for node %s (kubestrap)"
+	// LabelRun names the run that created a token in the cluster. Only a
+	// token whose run committed (wrote its documents and then said so with
+	// a run marker, see RunMarker) is reused by a later run: a token of a
+	// run still in progress may yet be rolled back.
+	LabelRun = "kubestrap.dev/run"
+	// AnnotationCommitted is the time a run committed, on its marker.
+	AnnotationCommitted = "kubestrap.dev/committed"
+	// SecretTypeRunMarker is the type of the marker Secret a run creates
+	// when it commits.
+	SecretTypeRunMarker = "kubestrap.dev/run"
+	runMarkerPrefix     = "kubestrap-run-"
 )
 
 // Token is one node's bootstrap token. Its String and GoString hide the
@@ -37,6 +48,9 @@ type Token struct {
 	Expires time.Time
 	// Signing adds the "signing" usage (cluster-info discovery).
 	Signing bool
+	// Run is the run that created the token in the cluster; "" for tokens
+	// minted offline, which a later run may reuse once applied.
+	Run string
 }
 
 // New builds a Token from "id.secret", checking its format.
@@ -85,15 +99,36 @@ func Secret(t Token) *corev1.Secret {
 	if t.Signing {
 		data[bootstrapapi.BootstrapTokenUsageSigningKey] = []byte("true")
 	}
+	labels := map[string]string{LabelManagedBy: ManagedBy, LabelNode: nodeLabel(t.Node)}
+	if t.Run != "" {
+		labels[LabelRun] = t.Run
+	}
 	return &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        bootstraputil.BootstrapTokenSecretName(t.ID),
 			Namespace:   metav1.NamespaceSystem,
-			Labels:      map[string]string{LabelManagedBy: ManagedBy, LabelNode: nodeLabel(t.Node)},
+			Labels:      labels,
 			Annotations: map[string]string{AnnotationNode: t.Node},
 		},
 		Type: bootstrapapi.SecretTypeBootstrapToken,
 		Data: data,
+	}
+}
+
+// RunMarker is the Secret that says run committed at now: its tokens are
+// in documents that were written, so a later run may reuse them. One marker
+// per run, rather than a mark on each token, keeps a commit to one API call
+// however many nodes the run had.
+func RunMarker(run string, now time.Time) *corev1.Secret {
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        runMarkerPrefix + run,
+			Namespace:   metav1.NamespaceSystem,
+			Labels:      map[string]string{LabelManagedBy: ManagedBy, LabelRun: run},
+			Annotations: map[string]string{AnnotationCommitted: now.UTC().Format(time.RFC3339)},
+		},
+		Type: SecretTypeRunMarker,
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	"sigs.k8s.io/yaml"
@@ -164,5 +167,20 @@ func TestManifestsParseBack(t *testing.T) {
 		if s.Kind != "Secret" || s.APIVersion != "v1" || string(s.Data["token-id"]) != want.ID || string(s.Data["auth-extra-groups"]) != Group(want.Node) {
 			t.Errorf("doc %d: %+v", i, s)
 		}
+	}
+	// kubectl apply -f reads a file with this decoder: every Secret, whole.
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for i, want := range []Token{a, b} {
+		var s corev1.Secret
+		if err := dec.Decode(&s); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(&s, Secret(want)) {
+			t.Errorf("document %d reads back as %+v, want %+v", i, s, Secret(want))
+		}
+	}
+	var extra corev1.Secret
+	if err := dec.Decode(&extra); err != io.EOF {
+		t.Errorf("after the last Secret: %v, %+v", err, extra)
 	}
 }
