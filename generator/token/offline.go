@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-
 )
 
 // Offline mints tokens locally, for Secrets that are applied to the cluster
