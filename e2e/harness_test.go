@@ -229,6 +229,8 @@ func (p *proc) stop() {
 	}
 	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	// A stopped process (the race check stops one) acts on it once resumed.
+	_ = syscall.Kill(-pgid, syscall.SIGCONT)
 	select {
 	case <-p.exited:
 	case <-time.After(15 * time.Second):

@@ -135,7 +135,7 @@ func (h *harness) checkOutage(ks *kubestrap, cp *controlPlane, clusterFile strin
 	}
 	// The Secrets it created could not be deleted with the server down: the
 	// error must say so, or an admin would think nothing was left behind.
-	if !regexp.MustCompile(`\d+ Secret\(s\) may be left in kube-system \(valid until they expire; delete them with kubectl -n kube-system delete secret NAME\): bootstrap-token-`).MatchString(msg) {
+	if !regexp.MustCompile(`\d+ Secret\(s\) may be left in kube-system, valid until they expire \(delete them with: kubectl -n kube-system delete secret -l kubestrap.dev/run=[a-z0-9]{10}\): bootstrap-token-`).MatchString(msg) {
 		h.t.Errorf("outage: kubestrap's error does not mention the Secrets it could not delete")
 	}
 	if tok := tokenPattern.FindString(msg); tok != "" {

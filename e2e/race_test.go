@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,25 +42,11 @@ func (h *harness) checkConcurrentRuns(ks *kubestrap, cp *controlPlane, clusterFi
 	outX, outY := h.path("out-race-x"), h.path("out-race-y")
 	argsX := []string{"generate", "--kubeconfig", cp.adminKubeconfig, "-f", clusterFile, "--nodes", nodesFile, "--parallel", "1", "--out", outX}
 
-	var output bytes.Buffer
-	x := exec.Command(ks.path, argsX...)
-	x.Stdout, x.Stderr = &output, &output
-	x.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := x.Start(); err != nil {
-		h.t.Fatal(err)
+	x := h.start("generate-race-x", exec.Command(ks.path, argsX...))
+	output := func() string {
+		b, _ := os.ReadFile(x.log)
+		return string(b)
 	}
-	var xErr error
-	exited := make(chan struct{})
-	go func() { xErr = x.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			_ = syscall.Kill(-x.Process.Pid, syscall.SIGKILL)
-			_ = syscall.Kill(-x.Process.Pid, syscall.SIGCONT)
-			<-exited
-		}
-	}()
 
 	// Stop X once it holds some tokens; which nodes they are for is what Y
 	// is run on.
@@ -69,8 +54,8 @@ func (h *harness) checkConcurrentRuns(ks *kubestrap, cp *controlPlane, clusterFi
 	deadline := time.Now().Add(time.Minute)
 	for len(xNodes) < raceStopAt {
 		select {
-		case <-exited:
-			h.t.Fatalf("race: run X ended (%v) before it had %d tokens\n%s", xErr, raceStopAt, output.String())
+		case <-x.exited:
+			h.t.Fatalf("race: run X ended (%v) before it had %d tokens\n%s", x.err, raceStopAt, output())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -79,7 +64,7 @@ func (h *harness) checkConcurrentRuns(ks *kubestrap, cp *controlPlane, clusterFi
 		time.Sleep(5 * time.Millisecond)
 		xNodes = h.raceTokenNodes()
 	}
-	if err := syscall.Kill(-x.Process.Pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(-x.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
 		h.t.Fatal(err)
 	}
 	xNodes = h.raceTokenNodes() // what it made before the stop took hold
@@ -99,17 +84,16 @@ func (h *harness) checkConcurrentRuns(ks *kubestrap, cp *controlPlane, clusterFi
 	}
 
 	// X, interrupted, rolls back what it created.
-	_ = syscall.Kill(-x.Process.Pid, syscall.SIGCONT)
-	_ = syscall.Kill(-x.Process.Pid, syscall.SIGINT)
+	_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGCONT)
+	_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGINT)
 	select {
-	case <-exited:
+	case <-x.exited:
 	case <-time.After(time.Minute):
-		h.t.Fatalf("race: run X still running a minute after SIGINT\n%s", output.String())
+		h.t.Fatalf("race: run X still running a minute after SIGINT\n%s", output())
 	}
-	writeFile(h.t, h.path("logs", "generate-race-x.log"), []byte(fmt.Sprintf("+ %s %s\n%s+ exited: %v\n", ks.path, shellJoin(argsX), output.String(), xErr)), 0o644)
 	var exitErr *exec.ExitError
-	if !errors.As(xErr, &exitErr) || exitErr.ExitCode() != 1 {
-		h.t.Errorf("race: interrupted run X exited with %v, want exit status 1\n%s", xErr, abbreviate(output.String(), 8))
+	if !errors.As(x.err, &exitErr) || exitErr.ExitCode() != 1 {
+		h.t.Errorf("race: interrupted run X exited with %v, want exit status 1\n%s", x.err, abbreviate(output(), 8))
 	}
 	if _, err := os.Stat(outX); !os.IsNotExist(err) {
 		h.t.Errorf("race: interrupted run X left %s (stat: %v)", outX, err)
@@ -130,7 +114,7 @@ func (h *harness) checkConcurrentRuns(ks *kubestrap, cp *controlPlane, clusterFi
 			h.t.Fatal(err)
 		}
 	}
-	if tok := tokenPattern.FindString(output.String() + string(y)); tok != "" {
+	if tok := tokenPattern.FindString(output() + string(y)); tok != "" {
 		h.t.Errorf("race: kubestrap's output shows a token (%s...)", tok[:7])
 	}
 }

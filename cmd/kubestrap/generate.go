@@ -133,7 +133,8 @@ type generateOptions struct {
 	offline            bool
 	kubeconfig         string
 	rotate             bool
-	// reuseMargin is the user's; 0 and unset means the default for the TTL.
+	// reuseMargin is the user's if reuseMarginSet, else the default for the
+	// cluster's TTL once it is known.
 	reuseMargin    time.Duration
 	reuseMarginSet bool
 	parallel       int
@@ -256,10 +257,10 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	for _, w := range cluster.Warnings {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
 	}
-	if o.reuseMarginSet {
-		if err := token.CheckReuseMargin(o.reuseMargin, cluster.TTL()); err != nil {
-			return usagef("--reuse-margin: %w", err)
-		}
+	if !o.reuseMarginSet {
+		o.reuseMargin = token.DefaultReuseMargin(cluster.TTL())
+	} else if err := token.CheckReuseMargin(o.reuseMargin, cluster.TTL()); err != nil {
+		return usagef("--reuse-margin: %w", err)
 	}
 
 	var encoders []pipeline.Encoder

@@ -37,8 +37,8 @@ type Cluster struct {
 	Signing bool
 	// ReuseMargin: a node's existing token is reused only if it is still
 	// valid this long from now (so the node can boot before it expires).
-	// Zero means DefaultReuseMargin(TTL); use CheckReuseMargin on a margin
-	// the user gave.
+	// Zero reuses any valid token: most callers want DefaultReuseMargin(TTL),
+	// or a margin of the user's checked with CheckReuseMargin.
 	ReuseMargin time.Duration
 	// Rotate mints new tokens for every node and, at Commit, deletes the
 	// committed ones they replace.
@@ -141,9 +141,6 @@ func (c *Cluster) obtain(ctx context.Context, nodes []string, ready func(int, To
 		backoff = func(attempt int) time.Duration { return 100 * time.Millisecond << attempt }
 	}
 	margin := c.ReuseMargin
-	if margin == 0 {
-		margin = DefaultReuseMargin(c.TTL)
-	}
 	run, err := newRunID()
 	if err != nil {
 		return nil, err
@@ -431,7 +428,10 @@ func (c *Cluster) existing(ctx context.Context, backoff func(int) time.Duration)
 // Rollback deletes the Secrets this run created, and those it may have
 // created (a create cut off mid-way) if they hold this run's token.
 func (o *Obtained) Rollback(ctx context.Context) error {
-	return deleteSecrets(ctx, o.client, o.backoff, o.created, o.uncertain)
+	// Every token the run created carries its run label: one selector
+	// finds what a failed rollback leaves, however many there are.
+	hint := fmt.Sprintf("kubectl -n %s delete secret -l %s=%s", metav1.NamespaceSystem, LabelRun, o.Run)
+	return deleteSecrets(ctx, o.client, o.backoff, o.created, o.uncertain, hint)
 }
 
 // Commit marks the run committed, so later runs may reuse its tokens, then
@@ -451,7 +451,8 @@ func (o *Obtained) Commit(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("marking run %s committed (its tokens work, but a re-run will mint new ones instead of reusing them): %w", o.Run, err))
 		}
 	}
-	if err := deleteSecrets(ctx, o.client, o.backoff, slices.Concat(o.replaced, o.orphanMarkers), nil); err != nil {
+	hint := fmt.Sprintf("kubectl -n %s delete secret NAME...", metav1.NamespaceSystem)
+	if err := deleteSecrets(ctx, o.client, o.backoff, slices.Concat(o.replaced, o.orphanMarkers), nil, hint); err != nil {
 		errs = append(errs, fmt.Errorf("deleting replaced tokens: %w", err))
 	}
 	return errors.Join(errs...)
@@ -459,8 +460,9 @@ func (o *Obtained) Commit(ctx context.Context) error {
 
 // deleteSecrets deletes names, and each of maybe that exists and holds its
 // own token. It stops trying once the server is unreachable, and then says
-// in one error which Secrets are left, so they can be found.
-func deleteSecrets(ctx context.Context, client kubernetes.Interface, backoff func(int) time.Duration, names []string, maybe []*corev1.Secret) error {
+// in one error which Secrets are left (the first few by name) and how to
+// delete them: hint, a command.
+func deleteSecrets(ctx context.Context, client kubernetes.Interface, backoff func(int) time.Duration, names []string, maybe []*corev1.Secret, hint string) error {
 	// Cleanup must not hang on a dead API server, nor stop at a cancelled ctx.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -499,8 +501,13 @@ func deleteSecrets(ctx context.Context, client kubernetes.Interface, backoff fun
 	if last == nil {
 		return nil
 	}
-	return fmt.Errorf("%d Secret(s) may be left in %s (valid until they expire; delete them with kubectl -n %s delete secret NAME): %s: %w",
-		len(left), metav1.NamespaceSystem, metav1.NamespaceSystem, strings.Join(left, ", "), last)
+	const shown = 10
+	named := strings.Join(left[:min(len(left), shown)], ", ")
+	if len(left) > shown {
+		named += fmt.Sprintf(" and %d more", len(left)-shown)
+	}
+	return fmt.Errorf("%d Secret(s) may be left in %s, valid until they expire (delete them with: %s): %s: %w",
+		len(left), metav1.NamespaceSystem, hint, named, last)
 }
 
 // isAPIError reports whether err is an answer from the API server (as

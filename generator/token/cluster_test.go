@@ -385,7 +385,7 @@ func TestRollbackUnreachable(t *testing.T) {
 		return true, nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
 	})
 	err = got.Rollback(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "3 Secret(s) may be left in kube-system (valid until they expire; delete them with kubectl -n kube-system delete secret NAME): bootstrap-token-") ||
+	if err == nil || !strings.Contains(err.Error(), "3 Secret(s) may be left in kube-system, valid until they expire (delete them with: kubectl -n kube-system delete secret -l kubestrap.dev/run="+got.Run+"): bootstrap-token-") ||
 		!strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v", err)
 	}
@@ -517,7 +517,8 @@ func TestDefaultReuseMargin(t *testing.T) {
 
 	client := fake.NewClientset()
 	p := provider(client)
-	p.TTL, p.ReuseMargin = 2*time.Hour, 0
+	p.TTL = 2 * time.Hour
+	p.ReuseMargin = DefaultReuseMargin(p.TTL)
 	first, err := p.obtain(context.Background(), []string{"n1"}, nil)
 	if err != nil {
 		t.Fatal(err)
