@@ -72,7 +72,8 @@ no SSH step.`,
 
 // version is the module version and the VCS revision the binary was built
 // from, as the Go toolchain recorded them: "v0.3.0", or for a build from a
-// checkout "(devel) 2fb7177c5a1e, modified".
+// checkout "v0.0.0-20261201235649-387c607ec27c, modified" (or "(devel)"
+// when built with -buildvcs=false), then the Go version.
 func version() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -90,9 +91,12 @@ func version() string {
 			}
 		}
 	}
-	if rev != "" {
-		v += " " + rev[:min(len(rev), 12)] + modified
+	// A build from a checkout has a pseudo-version that already ends in
+	// the revision (v0.0.0-20261201235649-387c607ec27c).
+	if rev = rev[:min(len(rev), 12)]; rev != "" && !strings.Contains(v, rev) {
+		v += " " + rev
 	}
+	v += modified
 	return v + " " + info.GoVersion
 }
 

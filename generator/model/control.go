@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"unicode/utf8"
 )
 
 // controlWhy ends every control-character problem.
@@ -27,8 +28,14 @@ func walkControl(v reflect.Value, path string, r *report) {
 	}
 	switch v.Kind() {
 	case reflect.String:
-		if c, ok := firstControl(v.String()); ok && !r.isBad(path) {
+		switch c, ok := firstControl(v.String()); {
+		case r.isBad(path):
+		case ok:
 			r.addf(path, "contains the control character %U; %s: %s", c, controlWhy, quote(v.String()))
+			r.bad[path] = true
+		case !utf8.ValidString(v.String()):
+			// It would reach the documents as U+FFFD, or not at all.
+			r.addf(path, "is not valid UTF-8: %s", quote(v.String()))
 			r.bad[path] = true
 		}
 	case reflect.Pointer, reflect.Interface:

@@ -226,8 +226,8 @@ func (k *kubeletChecker) extraArgs(field string, args map[string]string) {
 			k.r.addf(p, "write flag names without the leading dashes: %s", strings.TrimLeft(name, "-"))
 		case !isFlagName(name):
 			k.r.addf(p, "%s is not a kubelet flag name (lowercase letters, digits and dashes)", quote(name))
-		case kubestrapFlag(name) != "":
-			k.r.addf(p, "--%s is set by kubestrap: %s", name, kubestrapFlag(name))
+		case refusedFlag(name) != "":
+			k.r.addf(p, "--%s %s", name, refusedFlag(name))
 		case k.version != nil:
 			if rm, ok := k.removals.Find(profiles.Flag, name, k.version); ok {
 				k.r.addf(p, "kubelet %s refuses --%s: %s", k.version, name, rm)

@@ -89,6 +89,13 @@ func TestLoadKubeletSettings(t *testing.T) {
 			"cluster.yaml:19: kubelet.config.authentication.x509.clientCAFile: set by kubestrap: it is the cluster CA the document writes"),
 		nodesCase("field kubestrap sets, on a node", nodesYAML("      clusterDNS: [10.0.0.10]\n"),
 			"nodes.yaml:7: nodes[1].kubelet.config.clusterDNS: set by kubestrap: it is the cluster's clusterDNS"),
+		yamlCase("flags that would weaken the config unchecked", withKubelet("  extraArgs:\n    anonymous-auth: \"true\"\n    read-only-port: \"10255\"\n"),
+			"cluster.yaml:16: kubelet.extraArgs.anonymous-auth: --anonymous-auth would override the kubelet config's authentication.anonymous.enabled "+
+				"from the command line, unchecked: set it in kubelet.config, where kubestrap checks and warns about what it opens",
+			"cluster.yaml:17: kubelet.extraArgs.read-only-port: --read-only-port would override the kubelet config's readOnlyPort "+
+				"from the command line, unchecked: set it in kubelet.config, where kubestrap checks and warns about what it opens"),
+		nodesCase("a config field kubestrap sets, as a flag on a node", "- name: n1\n  ip: 172.27.129.105\n  kubelet:\n    extraArgs: {address: 0.0.0.0}\n",
+			"nodes.yaml:4: nodes[0].kubelet.extraArgs.address: --address is set by kubestrap, in the kubelet config: it is the node's ip"),
 		nodesCase("flag kubestrap sets, on a node", "- name: n1\n  ip: 172.27.129.105\n  kubelet:\n    extraArgs: {kubeconfig: /tmp/x}\n",
 			"nodes.yaml:4: nodes[0].kubelet.extraArgs.kubeconfig: --kubeconfig is set by kubestrap: it names the files that TLS bootstrapping reads and writes"),
 	} {
@@ -235,5 +242,39 @@ func TestKubeletBase(t *testing.T) {
 	byHand.Kubelet.Profile = "paranoid"
 	if _, err := byHand.KubeletBase(); err == nil || !strings.Contains(err.Error(), `unknown profile "paranoid"`) {
 		t.Errorf("unknown profile: %v", err)
+	}
+}
+
+// Strings that are not valid UTF-8 (a !!binary scalar can carry any bytes)
+// and a kubelet path with invisible or look-alike characters are refused at
+// their line; they would reach the documents garbled, or fail at boot for
+// no visible reason.
+func TestLoadRefusesGarbledStrings(t *testing.T) {
+	for _, tc := range []badCase{
+		yamlCase("not UTF-8", withKubelet("  extraArgs:\n    v: !!binary //4=\n"),
+			`cluster.yaml:16: kubelet.extraArgs.v: is not valid UTF-8: "\xff\xfe"`),
+		yamlCase("a no-break space in the kubelet's path", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  binary: \"/opt/k8s/bin/kubelet\\u00a0\"\n"),
+			`cluster.yaml:14: kubelet.binary: "/opt/k8s/bin/kubelet\u00a0" must be printable ASCII`),
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inDir(t, tc.files)
+			_, err := Load(context.Background(), tc.src, testNow)
+			if got := problemStrings(t, err); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A spreadsheet's CSV export starts with a byte order mark, which is not
+// part of the first node's name.
+func TestLoadNodesCSVWithBOM(t *testing.T) {
+	inDir(t, map[string]string{"cluster.yaml": baseYAML, "nodes.csv": "\ufeffname,ip\r\nn1,10.1.0.1\r\n"})
+	c, err := Load(context.Background(), Sources{ClusterFile: "cluster.yaml", NodesFile: "nodes.csv"}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Nodes) != 1 || c.Nodes[0].Name != "n1" {
+		t.Errorf("nodes %+v", c.Nodes)
 	}
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -187,7 +188,9 @@ func fillDefaults(c *Cluster) {
 // exhaust memory.
 const maxFileSize = 8 << 20
 
-// readInput reads a whole input file of at most limit bytes.
+// readInput reads a whole input file of at most limit bytes, without a
+// leading UTF-8 byte order mark: spreadsheets export CSV with one, and it
+// would otherwise be part of the first node's name.
 func readInput(file string, limit int64) ([]byte, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -201,5 +204,5 @@ func readInput(file string, limit int64) ([]byte, error) {
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%s: larger than %d MiB; kubestrap reads no input that big", file, limit>>20)
 	}
-	return data, nil
+	return bytes.TrimPrefix(data, []byte("\ufeff")), nil
 }

@@ -160,6 +160,10 @@ func checkKubelet(c *Cluster, r *report, profileNames []string) {
 	case strings.ContainsAny(b, " \t\n\"'\\$%;"):
 		// It is the first word of the unit's ExecStart, unquoted.
 		r.addf("kubelet.binary", "%s must not contain spaces, quotes or shell or systemd specials", quote(b))
+	case strings.ContainsFunc(b, func(c rune) bool { return c > '~' }):
+		// A no-break space or a right-to-left mark would make a path that
+		// reads right and fails at boot for no visible reason.
+		r.addf("kubelet.binary", "%s must be printable ASCII", quote(b))
 	}
 }
 
@@ -172,21 +176,41 @@ func isFlagName(s string) bool {
 	return s != ""
 }
 
-// kubestrapFlag returns, for a kubelet flag that kubestrap sets itself, where
-// the user's intent belongs instead; "" for other flags. A second value in
-// extraArgs would either be ignored or override kubestrap's and break the join.
-func kubestrapFlag(name string) string {
+// refusedFlag says why a kubelet flag may not be given in extraArgs, and
+// where the user's intent belongs instead; "" for other flags. Some are
+// kubestrap's own (a second value would be ignored, or override kubestrap's
+// and break the join); the others would override, from the command line,
+// KubeletConfiguration fields whose weakening kubestrap checks and warns
+// about in kubelet.config (see profiles.Openings).
+func refusedFlag(name string) string {
 	switch name {
 	case "config":
-		return "put KubeletConfiguration fields in kubelet.config"
+		return "is set by kubestrap: put KubeletConfiguration fields in kubelet.config"
 	case "bootstrap-kubeconfig", "kubeconfig", "cert-dir":
-		return "it names the files that TLS bootstrapping reads and writes"
+		return "is set by kubestrap: it names the files that TLS bootstrapping reads and writes"
 	case "hostname-override":
-		return "it is the node's name"
+		return "is set by kubestrap: it is the node's name"
 	case "node-ip":
-		return "it is the node's ip"
+		return "is set by kubestrap: it is the node's ip"
 	case "node-labels":
-		return "use the node's labels"
+		return "is set by kubestrap: use the node's labels"
+	case "address":
+		return "is set by kubestrap, in the kubelet config: it is the node's ip"
+	case "cluster-dns", "cluster-domain":
+		return "is set by kubestrap, in the kubelet config: it is the cluster's clusterDNS and clusterDomain"
+	case "client-ca-file":
+		return "is set by kubestrap, in the kubelet config: it is the cluster CA the document writes"
+	}
+	field := map[string]string{
+		"anonymous-auth":               "authentication.anonymous.enabled",
+		"authorization-mode":           "authorization.mode",
+		"authentication-token-webhook": "authentication.webhook.enabled",
+		"read-only-port":               "readOnlyPort",
+		"healthz-bind-address":         "healthzBindAddress",
+		"tls-min-version":              "tlsMinVersion",
+	}[name]
+	if field != "" {
+		return "would override the kubelet config's " + field + " from the command line, unchecked: set it in kubelet.config, where kubestrap checks and warns about what it opens"
 	}
 	return ""
 }

@@ -45,9 +45,11 @@ package output
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,6 +73,16 @@ const DirMode fs.FileMode = 0o700
 
 // manifestName is the manifest's name at the top of an output.
 const manifestName = ".kubestrap-output"
+
+// stagingMark is the file a run makes first in its staging directory, and
+// removes just before putting it in place: a directory of a staging name
+// without it (and without a manifest) was not made by kubestrap, and is
+// never removed as an interrupted run's.
+const stagingMark = ".kubestrap-staging"
+
+// errNotStaging means a directory with a staging name holds neither the
+// mark of a run nor a manifest.
+var errNotStaging = errors.New("it has a kubestrap staging name, but kubestrap did not make it")
 
 const manifestHeader = "# kubestrap output: generate --force replaces a directory only when everything in it is listed here\n"
 
@@ -102,6 +114,7 @@ func notOurs(format string, args ...any) error {
 // Stage is an output directory being written.
 type Stage struct {
 	name     string   // the target as given, for messages
+	abs      string   // the target's absolute path
 	base     string   // the target's name in its parent
 	staging  string   // the staging directory's name in the parent
 	old      manifest // what an existing target holds of ours; nil if there is none
@@ -137,9 +150,22 @@ func newStage(target string) (*Stage, string, error) {
 	}
 	parent := filepath.Dir(abs)
 	if parent == abs {
-		return nil, "", fmt.Errorf("%s: cannot replace the root directory", name)
+		return nil, "", notOurs("%s: cannot replace the root directory", name)
 	}
-	return &Stage{name: name, base: filepath.Base(abs), written: manifest{}}, parent, nil
+	return &Stage{name: name, abs: abs, base: filepath.Base(abs), written: manifest{}}, parent, nil
+}
+
+// checkNotWorkingDir refuses to replace the directory this process (and
+// the shell that started it) stands in, or one that holds it: both would be
+// left in a deleted directory, where the next step, kubectl apply -f
+// tokens.yaml, finds nothing. Begin asks once it knows the target may be
+// replaced, so that a directory that is not kubestrap's says so first.
+func (s *Stage) checkNotWorkingDir() error {
+	wd, err := os.Getwd()
+	if err == nil && (wd == s.abs || strings.HasPrefix(wd, s.abs+string(filepath.Separator))) {
+		return notOurs("%s: is the current directory or holds it; give it from outside it (cd ..; --out %s)", s.name, s.base)
+	}
+	return nil
 }
 
 // Warnings are what Begin found and dealt with that the user should hear
@@ -209,13 +235,13 @@ func (s *Stage) record(dir string, files []File) {
 		s.written[dir] = entry{dir: true}
 	}
 	for _, f := range files {
-		s.written[join(dir, f.Name)] = entry{size: int64(len(f.Data))}
+		s.written[join(dir, f.Name)] = entry{size: int64(len(f.Data)), sum: checksum(f.Data)}
 	}
 }
 
-func (s *Stage) recordFile(rel string, size int64) {
+func (s *Stage) recordFile(rel string, size int64, sum uint32) {
 	s.mu.Lock()
-	s.written[rel] = entry{size: size}
+	s.written[rel] = entry{size: size, sum: sum}
 	s.mu.Unlock()
 }
 
@@ -261,8 +287,11 @@ func checkName(name string) error {
 // checkTop is checkName for an entry at the top of the output, where the
 // manifest's name is taken.
 func checkTop(name string) error {
-	if name == manifestName {
+	switch name {
+	case manifestName:
 		return fmt.Errorf("output name %q is kubestrap's manifest", name)
+	case stagingMark:
+		return fmt.Errorf("output name %q is kubestrap's mark of a staging directory", name)
 	}
 	return checkName(name)
 }
@@ -296,10 +325,23 @@ func listNames(names []string) string {
 }
 
 // entry is what the manifest says of one path: a directory, or a file of a
-// size.
+// size and a checksum.
 type entry struct {
 	dir  bool
 	size int64
+	sum  uint32
+}
+
+// checksum is a file's CRC-32C. It tells a document kubestrap wrote from one
+// edited by hand since, whose size an edit need not change (a digit of an
+// address, true for false); it is no defence against someone who may write
+// the manifest too, who could delete the files anyway. CRC-32C is hashed by
+// the CPU at several GB/s, where SHA-256 would add a tenth to a large run.
+func checksum(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// updateChecksum continues sum over b, for files written in pieces.
+func updateChecksum(sum uint32, b []byte) uint32 {
+	return crc32.Update(sum, crc32.MakeTable(crc32.Castagnoli), b)
 }
 
 // manifest maps slash-separated paths inside an output to their entries.
@@ -315,7 +357,7 @@ func (m manifest) encode() []byte {
 		} else {
 			b = append(b, "f "...)
 			b = strconv.AppendInt(b, e.size, 10)
-			b = append(b, ' ')
+			b = fmt.Appendf(b, " %08x ", e.sum)
 		}
 		b = append(b, p...)
 		b = append(b, '\n')
@@ -339,11 +381,13 @@ func parseManifest(b []byte) (manifest, error) {
 			e.dir = true
 		case "f":
 			size, rest, _ := strings.Cut(p, " ")
+			sum, rest, _ := strings.Cut(rest, " ")
 			v, err := strconv.ParseInt(size, 10, 64)
-			if err != nil || v < 0 {
+			c, cerr := strconv.ParseUint(sum, 16, 32)
+			if err != nil || v < 0 || cerr != nil || len(sum) != 8 {
 				return nil, fmt.Errorf("line %d: %q is not an entry", n, line)
 			}
-			e.size, p = v, rest
+			e.size, e.sum, p = v, uint32(c), rest
 		default:
 			return nil, fmt.Errorf("line %d: %q is not an entry", n, line)
 		}
@@ -428,7 +472,7 @@ func readManifest(d dirHandle) (manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", manifestName, err)
 	}
-	m[manifestName] = entry{size: int64(len(b))}
+	m[manifestName] = entry{size: int64(len(b)), sum: checksum(b)}
 	return m, nil
 }
 
@@ -461,12 +505,22 @@ func strangers(d dirHandle, prefix string, m manifest, others *[]string) error {
 			if err != nil {
 				return err
 			}
-		case !e.dir && kind == kindFile && size == e.size:
+		case !e.dir && unchanged(d, n, e, kind, size):
 		default:
 			*others = append(*others, p+" (changed)")
 		}
 	}
 	return nil
+}
+
+// unchanged reports whether the file name in d (of kind and size, as lstat
+// said) is what e lists: a regular file of its size and checksum.
+func unchanged(d dirHandle, name string, e entry, kind byte, size int64) bool {
+	if kind != kindFile || size != e.size {
+		return false
+	}
+	b, err := d.readFile(name)
+	return err == nil && int64(len(b)) == e.size && checksum(b) == e.sum
 }
 
 // removeListed removes from d what m lists with the same type and size,
@@ -486,7 +540,7 @@ func removeListed(d dirHandle, prefix string, m manifest, kept *[]string) {
 		switch {
 		case err != nil:
 			*kept = append(*kept, fmt.Sprintf("%s (%v)", p, err))
-		case listed && !e.dir && kind == kindFile && size == e.size:
+		case listed && !e.dir && unchanged(d, n, e, kind, size):
 			if err := d.remove(n, false); err != nil {
 				*kept = append(*kept, fmt.Sprintf("%s (%v)", p, err))
 			}
@@ -542,14 +596,19 @@ func removeAll(d dirHandle, prefix string) error {
 	return nil
 }
 
-// clearStale empties an interrupted run's staging directory d. If the run
-// got as far as writing its manifest, d may be a replaced output moved
-// aside, so it goes by the manifest and returns what it kept; otherwise the
-// run made everything in its private directory, and all of it goes.
+// clearStale empties an interrupted run's staging directory d. While it
+// holds the run's mark, the run made everything in it, and all of it goes;
+// without the mark but with a manifest it may be a replaced output moved
+// aside, so it goes by the manifest and returns what it kept; with neither
+// it is not kubestrap's (errNotStaging) and nothing goes.
 func clearStale(d dirHandle) ([]string, error) {
+	if kind, _, err := d.lstat(stagingMark); err == nil && kind == kindFile {
+		// A run's own private directory: everything in it is the run's.
+		return nil, removeAll(d, "")
+	}
 	kind, _, err := d.lstat(manifestName)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, removeAll(d, "")
+		return nil, errNotStaging
 	}
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package output_test
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"maps"
 	"os"
@@ -58,13 +59,13 @@ func fill(s *output.Stage, nodes ...string) error {
 // wantOutput is the tree run writes, under prefix.
 func wantOutput(prefix string, nodes ...string) map[string]string {
 	m := map[string]string{prefix: "/", prefix + "/tokens.yaml": tokens}
-	listed := map[string]string{"tokens.yaml": "f " + strconv.Itoa(len(tokens)) + " tokens.yaml"}
+	listed := map[string]string{"tokens.yaml": fmt.Sprintf("f %d %08x tokens.yaml", len(tokens), crc32c(tokens))}
 	for _, n := range nodes {
 		m[prefix+"/"+n] = "/"
 		listed[n] = "d " + n
 		for _, f := range nodeFiles {
 			m[prefix+"/"+n+"/"+f.Name] = string(f.Data)
-			listed[n+"/"+f.Name] = fmt.Sprintf("f %d %s/%s", len(f.Data), n, f.Name)
+			listed[n+"/"+f.Name] = fmt.Sprintf("f %d %08x %s/%s", len(f.Data), crc32c(string(f.Data)), n, f.Name)
 		}
 	}
 	man := "# kubestrap output: generate --force replaces a directory only when everything in it is listed here\n"
@@ -74,6 +75,8 @@ func wantOutput(prefix string, nodes ...string) map[string]string {
 	m[prefix+"/.kubestrap-output"] = man
 	return m
 }
+
+func crc32c(s string) uint32 { return crc32.Checksum([]byte(s), crc32.MakeTable(crc32.Castagnoli)) }
 
 // snapshot maps every path under root (slash-separated, relative) to "/"
 // for a directory, "-> target" for a symlink, or a file's contents. It
@@ -248,6 +251,16 @@ func TestForce(t *testing.T) {
 			wantErr: "out: --force replaces only what kubestrap wrote, and out holds other entries: old/config.ign (changed)",
 		},
 		{
+			// "ignition" was written: an edit that keeps the size is an
+			// edit all the same (a digit of an address, true for false).
+			name: "a file edited in place, same size",
+			setup: func(t *testing.T) {
+				previous(t)
+				write(t, map[string]string{"out/old/config.ign": "IGNITION"})
+			},
+			wantErr: "out: --force replaces only what kubestrap wrote, and out holds other entries: old/config.ign (changed)",
+		},
+		{
 			name: "a directory where a file was",
 			setup: func(t *testing.T) {
 				previous(t)
@@ -346,14 +359,14 @@ func TestManifest(t *testing.T) {
 	}
 	want := `# kubestrap output: generate --force replaces a directory only when everything in it is listed here
 d n1
-f 8 n1/config.ign
-f 14 n1/meta-data
-f 13 n1/user-data
+f 8 668937f1 n1/config.ign
+f 14 865a1f63 n1/meta-data
+f 13 d2d59ec2 n1/user-data
 d n2
-f 8 n2/config.ign
-f 14 n2/meta-data
-f 13 n2/user-data
-f 6 tokens.yaml
+f 8 668937f1 n2/config.ign
+f 14 865a1f63 n2/meta-data
+f 13 d2d59ec2 n2/user-data
+f 6 0c1f10e6 tokens.yaml
 `
 	if string(b) != want {
 		t.Errorf("manifest:\n%s\nwant:\n%s", b, want)
@@ -524,6 +537,7 @@ func TestNames(t *testing.T) {
 		{"WriteFile with a space", func(s *output.Stage) error { return s.WriteFile("n1/a b", nil, 0o600) }},
 		{"WriteFile two deep", func(s *output.Stage) error { return s.WriteFile("n1/a/b", nil, 0o600) }},
 		{"WriteFile of the manifest", func(s *output.Stage) error { return s.WriteFile(".kubestrap-output", nil, 0o600) }},
+		{"WriteFile of the staging mark", func(s *output.Stage) error { return s.WriteFile(".kubestrap-staging", nil, 0o600) }},
 		{"Create with a newline", func(s *output.Stage) error {
 			_, err := s.Create("tokens\n.yaml", 0o600)
 			return err
@@ -540,7 +554,13 @@ func TestNames(t *testing.T) {
 			if err := tt.write(s); err == nil {
 				t.Fatal("accepted")
 			}
-			if got := snapshot(t, dir); len(got) != 2 { // sub and the empty staging directory
+			got := snapshot(t, dir)
+			for p := range got {
+				if strings.HasSuffix(p, "/.kubestrap-staging") {
+					delete(got, p) // the run's mark (on unix), made by Begin
+				}
+			}
+			if len(got) != 2 { // sub and the empty staging directory
 				t.Errorf("left: %v", got)
 			}
 		})
@@ -607,5 +627,25 @@ func BenchmarkWriteFiles(b *testing.B) {
 	b.StopTimer()
 	if err := s.Abort(); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// An earlier output that --force may replace is still not replaced while
+// this process stands in it (or below it): the shell would be left in a
+// deleted directory.
+func TestWorkingDirNotReplaced(t *testing.T) {
+	for _, tt := range []struct{ cd, target string }{{"out", "."}, {"out/old", ".."}} {
+		t.Run(tt.cd, func(t *testing.T) {
+			t.Chdir(t.TempDir())
+			previous(t)
+			before := snapshot(t, ".")
+			t.Chdir(tt.cd)
+			_, err := output.Begin(tt.target, true)
+			if !errors.Is(err, output.ErrNotOurs) || !strings.Contains(err.Error(), "is the current directory or holds it") {
+				t.Fatalf("err = %v", err)
+			}
+			t.Chdir(strings.Repeat("../", strings.Count(tt.cd, "/")+1))
+			diff(t, snapshot(t, "."), before)
+		})
 	}
 }

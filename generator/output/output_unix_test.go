@@ -4,6 +4,7 @@ package output_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -194,16 +195,17 @@ func TestStaleStaging(t *testing.T) {
 		if w := s.Warnings(); len(w) != 1 || w[0] != want {
 			t.Errorf("warnings = %q, want %q", w, want)
 		}
-		diff(t, snapshot(t, dir), map[string]string{s.StagingName(): "/"})
+		diff(t, snapshot(t, dir), map[string]string{s.StagingName(): "/", s.StagingName() + "/.kubestrap-staging": ""})
 	})
 
 	t.Run("unlocked, with a symlink out", func(t *testing.T) {
 		dir := t.TempDir()
 		t.Chdir(dir)
 		write(t, map[string]string{
-			".out.kubestrap-12345/n1/config.ign": "x",
-			".out.kubestrap-12345/tokens.yaml":   "x",
-			"victim/file":                        "the user's",
+			".out.kubestrap-12345/.kubestrap-staging": "",
+			".out.kubestrap-12345/n1/config.ign":      "x",
+			".out.kubestrap-12345/tokens.yaml":        "x",
+			"victim/file":                             "the user's",
 		})
 		os.Symlink("../../victim", ".out.kubestrap-12345/n1/link")
 		os.Symlink("victim", ".out.kubestrap-67890") // a staging name, but a symlink
@@ -218,8 +220,27 @@ func TestStaleStaging(t *testing.T) {
 			t.Errorf("warnings = %q", w)
 		}
 		diff(t, snapshot(t, "."), map[string]string{
-			s.StagingName(): "/", "victim": "/", "victim/file": "the user's", ".out.kubestrap-67890": "-> victim",
+			s.StagingName(): "/", s.StagingName() + "/.kubestrap-staging": "",
+			"victim": "/", "victim/file": "the user's", ".out.kubestrap-67890": "-> victim",
 		})
+	})
+
+	t.Run("a directory of the user's with a staging name", func(t *testing.T) {
+		// No run's mark and no manifest: not kubestrap's, never removed.
+		t.Chdir(t.TempDir())
+		write(t, map[string]string{".out.kubestrap-backup/important.txt": "the user's"})
+		s, err := output.Begin("out", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Abort()
+		want := "left .out.kubestrap-backup: it has a kubestrap staging name, but kubestrap did not make it"
+		if w := s.Warnings(); len(w) != 1 || w[0] != want {
+			t.Errorf("warnings = %q, want %q", w, want)
+		}
+		if b, _ := os.ReadFile(".out.kubestrap-backup/important.txt"); string(b) != "the user's" {
+			t.Errorf("important.txt = %q", b)
+		}
 	})
 
 	t.Run("an old output moved aside", func(t *testing.T) {
@@ -247,7 +268,7 @@ func TestStaleStaging(t *testing.T) {
 				kept = p
 			}
 		}
-		diff(t, got, map[string]string{s.StagingName(): "/", kept: "/", kept + "/old": "/", kept + "/old/notes.txt": "mine"})
+		diff(t, got, map[string]string{s.StagingName(): "/", s.StagingName() + "/.kubestrap-staging": "", kept: "/", kept + "/old": "/", kept + "/old/notes.txt": "mine"})
 	})
 
 	t.Run("in progress, and names not ours", func(t *testing.T) {
@@ -304,5 +325,51 @@ func BenchmarkWriteFilesFloor(b *testing.B) {
 			}
 			unix.Close(fd)
 		}
+	}
+}
+
+// Whoever can write the parent can swap the staging directory for a
+// symlink of theirs just before Commit renames it into place: the target
+// must not become their symlink while the run says it wrote it.
+func TestStagingSwappedBeforeCommit(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		t.Run(fmt.Sprintf("over an earlier output %v", force), func(t *testing.T) {
+			t.Chdir(t.TempDir())
+			write(t, map[string]string{"victim/keep": "the attacker's choice"})
+			if force {
+				if err := run("parent/out", false, "old"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := output.Begin("parent/out", force)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := fill(s, "n1"); err != nil {
+				t.Fatal(err)
+			}
+			staging := filepath.Join("parent", s.StagingName())
+			if err := os.Rename(staging, "moved"); err != nil {
+				t.Fatal(err)
+			}
+			victim, _ := filepath.Abs("victim")
+			if err := os.Symlink(victim, staging); err != nil {
+				t.Fatal(err)
+			}
+			err = s.Commit()
+			if err == nil || !strings.Contains(err.Error(), "was replaced during the run") {
+				t.Fatalf("Commit = %v, want the swap refused", err)
+			}
+			fi, err := os.Lstat("parent/out")
+			switch {
+			case !force && !errors.Is(err, fs.ErrNotExist):
+				t.Errorf("parent/out is there (%v, %v): the swapped-in symlink took the target's place", fi, err)
+			case force && (err != nil || !fi.IsDir()):
+				t.Errorf("parent/out is no longer the earlier output: %v, %v", fi, err)
+			}
+			if b, _ := os.ReadFile("victim/keep"); string(b) != "the attacker's choice" {
+				t.Errorf("victim/keep = %q", b)
+			}
+		})
 	}
 }

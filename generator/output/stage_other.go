@@ -44,6 +44,10 @@ func Begin(target string, force bool) (*Stage, error) {
 		s.sys.closeAll()
 		return nil, err
 	}
+	if err := s.checkNotWorkingDir(); err != nil {
+		s.sys.closeAll()
+		return nil, err
+	}
 	// Only once the run is going ahead: a refused run touches nothing.
 	s.sweep()
 	if err := s.makeStaging(); err != nil {
@@ -204,11 +208,13 @@ type stagedFile struct {
 	s    *Stage
 	rel  string
 	size int64
+	sum  uint32
 }
 
 func (f *stagedFile) Write(p []byte) (int, error) {
 	n, err := f.f.Write(p)
 	f.size += int64(n)
+	f.sum = updateChecksum(f.sum, p[:n])
 	if err != nil {
 		return n, f.s.fail(fmt.Errorf("%s: %w", f.rel, err))
 	}
@@ -223,7 +229,7 @@ func (f *stagedFile) Close() error {
 	if err != nil {
 		return f.s.fail(fmt.Errorf("%s: %w", f.rel, err))
 	}
-	f.s.recordFile(f.rel, f.size)
+	f.s.recordFile(f.rel, f.size, f.sum)
 	return nil
 }
 

@@ -55,6 +55,10 @@ func Begin(target string, force bool) (*Stage, error) {
 		s.sys.closeAll()
 		return nil, err
 	}
+	if err := s.checkNotWorkingDir(); err != nil {
+		s.sys.closeAll()
+		return nil, err
+	}
 	// Only once the run is going ahead: a refused run touches nothing.
 	s.sweep()
 	if err := s.makeStaging(); err != nil {
@@ -103,6 +107,8 @@ func (s *Stage) sweep() {
 func (s *Stage) clearStale(fd int, n string) {
 	kept, err := clearStale(fdDir(fd))
 	switch {
+	case errors.Is(err, errNotStaging):
+		s.warn("left %s: %v", n, err)
 	case err != nil:
 		s.warn("could not remove %s, the staging directory of an interrupted run: %v", n, err)
 	case len(kept) == 0:
@@ -170,7 +176,11 @@ func (s *Stage) makeStaging() error {
 			continue
 		}
 		s.staging, s.sys.staging = name, fd
-		return nil
+		mark, err := unix.Openat(fd, stagingMark, fileFlags, 0o600)
+		if err != nil {
+			return &fs.PathError{Op: "create", Path: join(name, stagingMark), Err: err}
+		}
+		return unix.Close(mark)
 	}
 	return fmt.Errorf("%s: could not create a staging directory beside it", s.name)
 }
@@ -384,6 +394,7 @@ type stagedFile struct {
 	fd   int
 	rel  string
 	size int64
+	sum  uint32
 }
 
 func (f *stagedFile) Write(p []byte) (int, error) {
@@ -394,6 +405,7 @@ func (f *stagedFile) Write(p []byte) (int, error) {
 		return 0, f.s.fail(&fs.PathError{Op: "write", Path: f.rel, Err: err})
 	}
 	f.size += int64(len(p))
+	f.sum = updateChecksum(f.sum, p)
 	return len(p), nil
 }
 
@@ -412,7 +424,7 @@ func (f *stagedFile) Close() error {
 	if err != nil {
 		return f.s.fail(&fs.PathError{Op: "close", Path: f.rel, Err: err})
 	}
-	f.s.recordFile(f.rel, f.size)
+	f.s.recordFile(f.rel, f.size, f.sum)
 	return nil
 }
 
@@ -438,6 +450,11 @@ func (s *Stage) Commit() error {
 	if err := s.writeFile(s.sys.staging, "", manifestName, 0o600, m); err != nil {
 		return s.discard(err)
 	}
+	// The output does not carry the mark; from here a crash leaves a
+	// staging directory with the manifest, which lists everything in it.
+	if err := unix.Unlinkat(s.sys.staging, stagingMark, 0); err != nil {
+		return s.discard(&fs.PathError{Op: "remove", Path: join(s.staging, stagingMark), Err: err})
+	}
 	if err := syncTree(s.sys.staging); err != nil {
 		return s.discard(&fs.PathError{Op: "sync", Path: s.staging, Err: err})
 	}
@@ -459,25 +476,40 @@ func (s *Stage) Commit() error {
 }
 
 // swap renames the staging directory to the target and returns the name
-// the replaced target has now, if there is one.
+// the replaced target has now, if there is one. A rename goes by name, so
+// before and after it the names are checked against the descriptors the run
+// wrote through: whoever can write the parent could otherwise swap the
+// staging directory for a symlink of theirs just before the rename, and the
+// target would be theirs while the run said it had written it.
 func (s *Stage) swap() (string, error) {
 	pfd := s.sys.parent
+	if !sameDir(pfd, s.staging, s.sys.staging) {
+		return "", fmt.Errorf("%s: the staging directory %s was replaced during the run; not putting it in place", s.name, s.staging)
+	}
 	if s.sys.target < 0 {
 		// rename(2) would replace an empty directory made meanwhile: nothing is lost.
-		if err := unix.Renameat(pfd, s.staging, pfd, s.base); err != nil {
+		if err := unix.Renameat(pfd, s.staging, pfd, s.base); errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("%s: was created during the run (by another kubestrap run?) and is left as it is; this run wrote nothing", s.name)
+		} else if err != nil {
 			return "", &fs.PathError{Op: "rename", Path: s.name, Err: err}
+		}
+		if !sameDir(pfd, s.base, s.sys.staging) {
+			unix.Renameat(pfd, s.base, pfd, s.staging)
+			return "", fmt.Errorf("%s: the staging directory %s was replaced while it was put in place; put back", s.name, s.staging)
 		}
 		return "", nil
 	}
 	// Replace only the directory Begin checked.
-	var was, now unix.Stat_t
-	if unix.Fstat(s.sys.target, &was) != nil ||
-		unix.Fstatat(pfd, s.base, &now, unix.AT_SYMLINK_NOFOLLOW) != nil || now.Ino != was.Ino || now.Dev != was.Dev {
+	if !sameDir(pfd, s.base, s.sys.target) {
 		return "", notOurs("%s: was replaced during the run; not replacing it", s.name)
 	}
 	if !s.renameAside {
 		err := exchange(pfd, s.staging, s.base)
 		if err == nil {
+			if !sameDir(pfd, s.base, s.sys.staging) {
+				exchange(pfd, s.staging, s.base)
+				return "", fmt.Errorf("%s: the staging directory %s was replaced while it was put in place; the previous output is back", s.name, s.staging)
+			}
 			return s.staging, nil // the staging name holds the old output now
 		}
 		if !errors.Is(err, errors.ErrUnsupported) {
@@ -489,14 +521,29 @@ func (s *Stage) swap() (string, error) {
 	if err := unix.Renameat(pfd, s.base, pfd, aside); err != nil {
 		return "", &fs.PathError{Op: "rename", Path: s.name, Err: err}
 	}
-	if err := unix.Renameat(pfd, s.staging, pfd, s.base); err != nil {
+	putBack := func(err error) (string, error) {
 		if berr := unix.Renameat(pfd, aside, pfd, s.base); berr != nil {
-			return "", fmt.Errorf("%s: %w; and putting the previous output back from %s failed: %v",
-				s.name, &fs.PathError{Op: "rename", Path: s.name, Err: err}, aside, berr)
+			return "", fmt.Errorf("%s: %w; and putting the previous output back from %s failed: %v", s.name, err, aside, berr)
 		}
-		return "", &fs.PathError{Op: "rename", Path: s.name, Err: err}
+		return "", err
+	}
+	if err := unix.Renameat(pfd, s.staging, pfd, s.base); err != nil {
+		return putBack(&fs.PathError{Op: "rename", Path: s.name, Err: err})
+	}
+	if !sameDir(pfd, s.base, s.sys.staging) {
+		unix.Renameat(pfd, s.base, pfd, s.staging)
+		return putBack(fmt.Errorf("the staging directory %s was replaced while it was put in place", s.staging))
 	}
 	return aside, nil
+}
+
+// sameDir reports whether name in the directory pfd is, without following
+// a symlink, the directory open as fd.
+func sameDir(pfd int, name string, fd int) bool {
+	var want, got unix.Stat_t
+	return unix.Fstat(fd, &want) == nil &&
+		unix.Fstatat(pfd, name, &got, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		got.Dev == want.Dev && got.Ino == want.Ino && got.Mode&unix.S_IFMT == unix.S_IFDIR
 }
 
 // removeOld removes what the replaced target's manifest lists, through the
