@@ -227,6 +227,39 @@ func (s *Stage) fail(err error) error {
 
 var errDone = errors.New("output already committed or aborted")
 
+// manifest is what Commit writes at the top of the output, or why there is
+// nothing to commit.
+func (s *Stage) manifest() ([]byte, error) {
+	if s.failed.Load() {
+		return nil, fmt.Errorf("%s: not written: a write failed", s.name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written.encode(), nil
+}
+
+// discard removes the staging tree and returns err, or the removal's error
+// with it.
+func (s *Stage) discard(err error) error {
+	if rerr := s.removeStaging(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// Abort removes everything staged; the target is untouched. After Commit or
+// another Abort it does nothing.
+func (s *Stage) Abort() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.done {
+		return nil
+	}
+	s.done = true
+	defer s.sys.closeAll()
+	return s.removeStaging()
+}
+
 // record adds what a write made to the manifest to be.
 func (s *Stage) record(dir string, files []File) {
 	s.mu.Lock()

@@ -246,12 +246,10 @@ func (s *Stage) Commit() error {
 	}
 	s.done = true
 	defer s.sys.closeAll()
-	if s.failed.Load() {
-		return s.discard(fmt.Errorf("%s: not written: a write failed", s.name))
+	m, err := s.manifest()
+	if err != nil {
+		return s.discard(err)
 	}
-	s.mu.Lock()
-	m := s.written.encode()
-	s.mu.Unlock()
 	if err := writeFile(s.sys.staging, manifestName, manifestName, 0o600, m); err != nil {
 		return s.discard(err)
 	}
@@ -317,13 +315,6 @@ func (s *Stage) removeOld(old string) error {
 	return errors.New(keptMessage(s.name, keptName, kept))
 }
 
-func (s *Stage) discard(err error) error {
-	if rerr := s.removeStaging(); rerr != nil {
-		return errors.Join(err, rerr)
-	}
-	return err
-}
-
 func (s *Stage) removeStaging() error {
 	if s.sys.staging != nil {
 		s.sys.staging.Close()
@@ -333,19 +324,6 @@ func (s *Stage) removeStaging() error {
 		return fmt.Errorf("removing %s: %w", s.staging, err)
 	}
 	return nil
-}
-
-// Abort removes everything staged; the target is untouched. After Commit or
-// another Abort it does nothing.
-func (s *Stage) Abort() error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.done {
-		return nil
-	}
-	s.done = true
-	defer s.sys.closeAll()
-	return s.removeStaging()
 }
 
 func (sys *sysStage) closeAll() {

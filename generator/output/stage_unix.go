@@ -441,12 +441,10 @@ func (s *Stage) Commit() error {
 	}
 	s.done = true
 	defer s.sys.closeAll()
-	if s.failed.Load() {
-		return s.discard(fmt.Errorf("%s: not written: a write failed", s.name))
+	m, err := s.manifest()
+	if err != nil {
+		return s.discard(err)
 	}
-	s.mu.Lock()
-	m := s.written.encode()
-	s.mu.Unlock()
 	if err := s.writeFile(s.sys.staging, "", manifestName, 0o600, m); err != nil {
 		return s.discard(err)
 	}
@@ -569,15 +567,6 @@ func (s *Stage) removeOld(old string) error {
 	return errors.New(keptMessage(s.name, keptName, kept))
 }
 
-// discard removes the staging tree and returns err, or the removal's error
-// with it.
-func (s *Stage) discard(err error) error {
-	if rerr := s.removeStaging(); rerr != nil {
-		return errors.Join(err, rerr)
-	}
-	return err
-}
-
 func (s *Stage) removeStaging() error {
 	if err := removeAll(fdDir(s.sys.staging), ""); err != nil {
 		return fmt.Errorf("removing %s: %w", s.staging, err)
@@ -586,19 +575,6 @@ func (s *Stage) removeStaging() error {
 		return fmt.Errorf("removing %s: %w", s.staging, err)
 	}
 	return nil
-}
-
-// Abort removes everything staged; the target is untouched. After Commit or
-// another Abort it does nothing.
-func (s *Stage) Abort() error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.done {
-		return nil
-	}
-	s.done = true
-	defer s.sys.closeAll()
-	return s.removeStaging()
 }
 
 func (sys *sysStage) closeAll() {

@@ -205,6 +205,7 @@ func (p *Pipeline) Run(ctx context.Context, nodes []model.Node, tokens token.Pro
 	if err != nil {
 		return nil, err
 	}
+	// The run's own warnings are listed with no node count.
 	for _, w := range commitWarnings {
 		warnings[w] += 0
 	}
