@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/unit"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
@@ -130,7 +131,7 @@ func TestFixtures(t *testing.T) {
 		if !bytes.Equal(a[render.KubeletConfigPath], b[render.KubeletConfigPath]) {
 			t.Errorf("%s: kubelet config differs between cluster.yaml and environment.sh", node)
 		}
-		sameUnit := bytes.Equal(a["/etc/systemd/system/kubelet.service"], b["/etc/systemd/system/kubelet.service"])
+		sameUnit := bytes.Equal(a[render.DropInPath], b[render.DropInPath])
 		if sameUnit != (node != "kube-node1") {
 			t.Errorf("%s: units equal = %v", node, sameUnit)
 		}
@@ -226,6 +227,16 @@ func checkMeaning(t *testing.T, tree map[string][]byte) {
 		if strict, err := sigsjson.UnmarshalStrict(kcfg.Contents, &kubelet); err != nil || len(strict) > 0 {
 			t.Errorf("%s: kubelet config: %v %v", rel, err, strict)
 		}
+		// The command line is in kubestrap's drop-in, after a reset that
+		// drops any vendor drop-in's; the machine gets its node's name.
+		if d, ok := doc.Lookup(render.DropInPath); !ok {
+			t.Errorf("%s: no %s", rel, render.DropInPath)
+		} else if execs := execStarts(t, d.Contents); len(execs) != 2 || execs[0] != "" || !strings.Contains(execs[1], "--hostname-override="+node+" ") {
+			t.Errorf("%s: drop-in ExecStart lines %q, want a reset and the node's command line", rel, execs)
+		}
+		if h, _ := doc.Lookup(render.HostnamePath); string(h.Contents) != node+"\n" {
+			t.Errorf("%s: %s holds %q, want the node's name", rel, render.HostnamePath, h.Contents)
+		}
 		if ca2, _ := doc.Lookup(render.CAPath); !bytes.Equal(ca2.Contents, ca) || ca2.Mode != 0o644 {
 			t.Errorf("%s: CA file %04o", rel, ca2.Mode)
 		}
@@ -236,6 +247,22 @@ func checkMeaning(t *testing.T, tree map[string][]byte) {
 	if nodes == 0 && tree["kube-node1/config.ign"] == nil {
 		t.Fatal("no documents checked")
 	}
+}
+
+// execStarts lists a unit file's ExecStart values in order.
+func execStarts(t *testing.T, unitFile []byte) []string {
+	t.Helper()
+	opts, err := unit.Deserialize(bytes.NewReader(unitFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range opts {
+		if o.Section == "Service" && o.Name == "ExecStart" {
+			out = append(out, o.Value)
+		}
+	}
+	return out
 }
 
 func tokensByNode(t *testing.T, data []byte) map[string]corev1.Secret {

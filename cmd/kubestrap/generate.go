@@ -146,6 +146,9 @@ type generateOptions struct {
 	cloudInit      bool
 	butane         bool
 	ign            ignition.Options
+	// formatSet and variantSet say the user chose them: otherwise the
+	// cluster's os does.
+	formatSet, variantSet bool
 }
 
 func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
@@ -178,6 +181,8 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		force:              c.Bool("force"),
 		butane:             c.Bool("butane"),
 		ign:                ignition.Options{Variant: c.String("variant"), Version: c.String("butane-version")},
+		formatSet:          c.IsSet("format"),
+		variantSet:         c.IsSet("variant"),
 	}
 	if o.out == "" {
 		return o, usagef("--out DIR is required")
@@ -219,12 +224,42 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
 	}
-	if o.ignition {
+	if o.ignition || o.variantSet {
 		if err := o.ign.Check(); err != nil {
 			return o, usageError{err}
 		}
 	}
 	return o, nil
+}
+
+// documentsFor settles which documents to write for the cluster's os: an
+// Ignition OS gets its own variant's Ignition config and no cloud-init
+// documents (it runs no cloud-init), a cloud-init OS no Ignition config.
+// Without an os, both, as the flags say.
+func (o *generateOptions) documentsFor(c *model.Cluster) error {
+	info := c.OSInfo()
+	switch {
+	case c.OS == "":
+		return nil
+	case info.Ignition != "":
+		if o.variantSet && o.ign.Variant != info.Ignition {
+			return usagef("--variant %s: the cluster's os is %s, whose variant is %s", o.ign.Variant, c.OS, info.Ignition)
+		}
+		o.ign.Variant = info.Ignition
+		if o.formatSet && o.cloudInit {
+			return usagef("--format %s: os %s boots with Ignition and runs no cloud-init", formatCloudInit, c.OS)
+		}
+		o.ignition, o.cloudInit = true, false
+		if err := o.ign.Check(); err != nil {
+			return usageError{err}
+		}
+	default:
+		if o.formatSet && o.ignition || o.butane || o.variantSet {
+			return usagef("os %s boots with cloud-init, not Ignition: --format %s, --variant and --butane do not apply", c.OS, formatIgnition)
+		}
+		o.ignition, o.cloudInit = false, true
+	}
+	return nil
 }
 
 // progressThreshold is the node count from which a terminal gets a progress line.
@@ -256,6 +291,9 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	}
 	for _, w := range cluster.Warnings {
 		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
+	}
+	if err := o.documentsFor(cluster); err != nil {
+		return err
 	}
 	if !o.reuseMarginSet {
 		o.reuseMargin = token.DefaultReuseMargin(cluster.TTL())

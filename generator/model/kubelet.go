@@ -102,6 +102,10 @@ func kubeletBase(c *Cluster, removals profiles.Removals) (map[string]any, []Warn
 	if gates != nil && len(gates) == 0 {
 		delete(p.Config, "featureGates")
 	}
+	// The OS's facts go between the profile and the user's settings.
+	if o, ok := LookupOS(c.OS); ok && o.ResolvConf != "" {
+		p.Config = MergeKubeletConfig(p.Config, map[string]any{"resolvConf": o.ResolvConf})
+	}
 	return MergeKubeletConfig(p.Config, c.Kubelet.Config), warnings, nil
 }
 

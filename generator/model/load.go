@@ -169,6 +169,7 @@ func fillDefaults(c *Cluster) {
 	if c.Kubelet.Profile == "" {
 		c.Kubelet.Profile = DefaultProfile
 	}
+	c.kubeletBinaryGiven = c.Kubelet.Binary != ""
 	if c.Kubelet.Binary == "" {
 		c.Kubelet.Binary = DefaultKubeletBinary
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -555,12 +556,35 @@ func loadEnvFile(file string, src Sources, r *report) *Cluster {
 	if src.Overrides.ClusterDomain == "" {
 		l.scalar(envDomain, flagClusterDomain, "clusterDomain", &c.ClusterDomain)
 	}
+	if v, ok := env.vars["PATH"]; ok && v.unknown == "" && v.val.Kind != expand.Indexed && src.Overrides.KubeletBinary == "" {
+		// The guide installs its binaries in a directory it puts first on
+		// PATH (export PATH=/opt/k8s/bin:$PATH); the kubelet is there.
+		if dir := guideBinDir(v.val.Str); dir != "" {
+			c.Kubelet.Binary = path.Join(dir, "kubelet")
+			r.pos["kubelet.binary"] = Pos{File: file, Line: v.line}
+		}
+	}
 	l.scalar(envServiceNet, "", "serviceCIDR", &c.ServiceCIDR)
 	l.scalar(envPodNet, "", "podCIDR", &c.PodCIDR)
 	if src.NodesFile == "" {
 		c.Nodes = l.nodes()
 	}
 	return c
+}
+
+// guideBinDir is PATH's first directory that is not one of the system's own,
+// or "".
+func guideBinDir(p string) string {
+	for _, dir := range strings.Split(p, ":") {
+		switch dir = path.Clean(dir); {
+		case dir == "." || !path.IsAbs(dir):
+			continue
+		case slices.Contains([]string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"}, dir):
+			continue
+		}
+		return dir
+	}
+	return ""
 }
 
 // nodes pairs NODE_NAMES with NODE_IPS by position, as the guide's loops do.

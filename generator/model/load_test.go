@@ -195,8 +195,6 @@ func badCases() []badCase {
 		// --- nodes
 		yamlCase("bad IP", edit(baseYAML, "  ip: 172.27.129.111", "  ip: 10.0.0.300"),
 			`cluster.yaml:22: nodes[1].ip: "10.0.0.300" is not an IP address`),
-		yamlCase("missing IP", edit(baseYAML, "  ip: 172.27.129.111\n", ""),
-			"cluster.yaml:21: nodes[1].ip: required"),
 		yamlCase("duplicate name", edit(baseYAML, "- name: kube-node2", "- name: kube-node1"),
 			`cluster.yaml:21: nodes[1].name: duplicate name "kube-node1" (first used by nodes[0], cluster.yaml:16)`),
 		yamlCase("duplicate IP", edit(baseYAML, "  ip: 172.27.129.112", "  ip: 172.27.129.105"),
@@ -547,23 +545,24 @@ func TestLoadGuideFixtures(t *testing.T) {
 		t.Errorf("CAFile = %q, want %q (relative to cluster.yaml)", got, want)
 	}
 	wantNodes := []Node{
-		{Name: "kube-node1", IP: "172.27.129.105", MAC: "52:54:00:12:34:56", Labels: map[string]string{"rack": "r1"}},
-		{Name: "kube-node2", IP: "172.27.129.111", MAC: "52:54:00:12:34:57"},
-		{Name: "kube-node3", IP: "172.27.129.112", MAC: "52:54:00:12:34:58"},
+		{Name: "kube-node1", IP: "172.27.129.105", MAC: "52:54:00:12:34:56", Labels: map[string]string{"rack": "r1"}, Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
+		{Name: "kube-node2", IP: "172.27.129.111", MAC: "52:54:00:12:34:57", Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
+		{Name: "kube-node3", IP: "172.27.129.112", MAC: "52:54:00:12:34:58", Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
 	}
 	if !reflect.DeepEqual(fromYAML.Nodes, wantNodes) {
 		t.Errorf("nodes from cluster.yaml:\n got %+v\nwant %+v", fromYAML.Nodes, wantNodes)
 	}
-	if fromYAML.Kubelet.Binary != "/opt/k8s/bin/kubelet" || fromEnv.Kubelet.Binary != DefaultKubeletBinary {
+	// environment.sh's PATH=/opt/k8s/bin:$PATH says where the guide put it.
+	if fromYAML.Kubelet.Binary != "/opt/k8s/bin/kubelet" || fromEnv.Kubelet.Binary != "/opt/k8s/bin/kubelet" {
 		t.Errorf("binaries = %q, %q", fromYAML.Kubelet.Binary, fromEnv.Kubelet.Binary)
 	}
 
 	// nodes.csv gives the same nodes (without the label and one MAC), and
 	// replaces the nodes of either file.
 	wantCSV := []Node{
-		{Name: "kube-node1", IP: "172.27.129.105", MAC: "52:54:00:12:34:56"},
-		{Name: "kube-node2", IP: "172.27.129.111", MAC: "52:54:00:12:34:57"},
-		{Name: "kube-node3", IP: "172.27.129.112"},
+		{Name: "kube-node1", IP: "172.27.129.105", MAC: "52:54:00:12:34:56", Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
+		{Name: "kube-node2", IP: "172.27.129.111", MAC: "52:54:00:12:34:57", Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
+		{Name: "kube-node3", IP: "172.27.129.112", Arch: DefaultArch, binary: "/opt/k8s/bin/kubelet"},
 	}
 	for _, src := range []Sources{
 		{ClusterFile: guide + "cluster.yaml", NodesFile: guide + "nodes.csv"},

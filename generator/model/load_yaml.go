@@ -292,6 +292,8 @@ func (w *yamlWalker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 }
 
+var digestsType = reflect.TypeOf(Digests(nil))
+
 func (w *yamlWalker) sequence(n *yaml.Node, elem reflect.Type, path string) {
 	for i, item := range n.Content {
 		if w.over {
@@ -476,6 +478,9 @@ func yamlName(f reflect.StructField) (name string, inline, ok bool) {
 // kindFits checks only the node's shape; whether a scalar parses as the
 // field's type is the decoder's business.
 func kindFits(n *yaml.Node, t reflect.Type) (want string, ok bool) {
+	if t == digestsType {
+		return "a hex digest or a mapping of arch to digest", n.Kind == yaml.ScalarNode || n.Kind == yaml.MappingNode
+	}
 	switch t.Kind() {
 	case reflect.Interface:
 		return "", true

@@ -23,15 +23,23 @@ type Cluster struct {
 	APIServer string `yaml:"apiServer"`
 	// CAFile names the cluster CA in PEM; relative paths are relative to the
 	// file that named it. Load fills CAPEM from it.
-	CAFile            string    `yaml:"caFile"`
-	ClusterDNS        []string  `yaml:"clusterDNS"`
-	ClusterDomain     string    `yaml:"clusterDomain"`
-	ServiceCIDR       string    `yaml:"serviceCIDR"`
-	PodCIDR           string    `yaml:"podCIDR"`
-	KubernetesVersion string    `yaml:"kubernetesVersion"`
-	Token             TokenSpec `yaml:"token"`
-	Kubelet           Kubelet   `yaml:"kubelet"`
-	Nodes             []Node    `yaml:"nodes"`
+	CAFile            string   `yaml:"caFile"`
+	ClusterDNS        []string `yaml:"clusterDNS"`
+	ClusterDomain     string   `yaml:"clusterDomain"`
+	ServiceCIDR       string   `yaml:"serviceCIDR"`
+	PodCIDR           string   `yaml:"podCIDR"`
+	KubernetesVersion string   `yaml:"kubernetesVersion"`
+	// OS names the nodes' operating system (see OSNames): it decides where
+	// an installed kubelet goes, the runtime socket, resolvConf and what the
+	// container runtime needs. Empty: an image prepared for kubestrap.
+	OS    string    `yaml:"os"`
+	Token TokenSpec `yaml:"token"`
+	// SSHAuthorizedKeys are added on every node (Ignition's user core,
+	// cloud-init's default user), before each node's own.
+	SSHAuthorizedKeys []string `yaml:"sshAuthorizedKeys"`
+	Kubelet           Kubelet  `yaml:"kubelet"`
+	Extras            Extras   `yaml:"extras"`
+	Nodes             []Node   `yaml:"nodes"`
 
 	// CAPEM is the CA certificate's PEM bytes, read from CAFile by the loaders
 	// or given by Sources.CA.
@@ -44,6 +52,9 @@ type Cluster struct {
 	caSource string
 	// kubeletBase is what KubeletBase returns, fixed by Load.
 	kubeletBase map[string]any
+	// kubeletBinaryGiven says kubelet.binary came from the input, not
+	// from a default: an install puts the kubelet there.
+	kubeletBinaryGiven bool
 }
 
 // TokenSpec says what bootstrap tokens look like.
@@ -59,7 +70,8 @@ type TokenSpec struct {
 type Kubelet struct {
 	// Profile names an embedded preset under profiles/: "hardened" or "legacy".
 	Profile string `yaml:"profile"`
-	// Binary is where the kubelet lives on the node.
+	// Binary is where the kubelet lives on the node. Empty: derived from
+	// the install method and the OS (see OSInfo).
 	Binary string `yaml:"binary"`
 	// ServerTLSBootstrap asks the kubelet for a CA-signed serving certificate;
 	// its CSRs need an approver, which kube-controller-manager is not.
@@ -73,15 +85,78 @@ type KubeletOverrides struct {
 	Config map[string]any `yaml:"config"`
 	// ExtraArgs are extra kubelet flags, without the leading dashes.
 	ExtraArgs map[string]string `yaml:"extraArgs"`
+	// Install fetches the kubelet at first boot; a node's replaces the
+	// cluster's. Nil: the image has the kubelet at kubelet.binary.
+	Install *Install `yaml:"install"`
+}
+
+// Install says where a node gets its kubelet at first boot: a binary (URL)
+// or Flatcar's kubernetes sysext. Nothing is fetched without a hash.
+type Install struct {
+	// URL may hold {version} (kubernetesVersion, "v1.37.2") and {arch}
+	// (the node's arch, "amd64").
+	URL    string  `yaml:"url"`
+	SHA256 Digests `yaml:"sha256"`
+	SHA512 Digests `yaml:"sha512"`
+	Sysext *Sysext `yaml:"sysext"`
+}
+
+// Sysext is a systemd system extension image holding the kubelet under /usr.
+type Sysext struct {
+	// URL may hold {version}, {arch} and {sysextArch} ("x86-64", "arm64",
+	// as Flatcar's sysext-bakery names its images).
+	URL    string  `yaml:"url"`
+	SHA256 Digests `yaml:"sha256"`
+	SHA512 Digests `yaml:"sha512"`
+}
+
+// Digests is one hex digest for every arch (a plain string in YAML, kept
+// under AnyArch), or a mapping of arch to digest.
+type Digests map[string]string
+
+// AnyArch is the Digests key of a digest given as a plain string.
+const AnyArch = "*"
+
+// Extras are the user's own additions, merged into every node's documents.
+type Extras struct {
+	// Butane names Butane config files (relative to cluster.yaml), merged
+	// into each node's Ignition config in order.
+	Butane []string `yaml:"butane"`
+	// CloudConfig names a #cloud-config file merged into each node's
+	// user-data.
+	CloudConfig string `yaml:"cloudConfig"`
+}
+
+// Network is a node's static network configuration.
+type Network struct {
+	// MAC or Interface picks the interface (MAC wins; without either, the
+	// node's mac).
+	MAC       string   `yaml:"mac"`
+	Interface string   `yaml:"interface"`
+	Addresses []string `yaml:"addresses"` // CIDR: 10.0.0.5/24
+	Gateway   string   `yaml:"gateway"`
+	DNS       []string `yaml:"dns"`
 }
 
 // Node is one machine to join.
 type Node struct {
-	Name    string            `yaml:"name"`
-	IP      string            `yaml:"ip"`
-	MAC     string            `yaml:"mac"`
-	Labels  map[string]string `yaml:"labels"`
-	Kubelet KubeletOverrides  `yaml:"kubelet"`
+	Name string `yaml:"name"`
+	// IP is optional (DHCP, autoscaling): without it the kubelet picks its
+	// address and listens on all interfaces. With a static network and no
+	// ip, it is the network's first address.
+	IP   string `yaml:"ip"`
+	MAC  string `yaml:"mac"`
+	Arch string `yaml:"arch"` // amd64 (default) or arm64
+	// SSHAuthorizedKeys come after the cluster's.
+	SSHAuthorizedKeys []string          `yaml:"sshAuthorizedKeys"`
+	Network           *Network          `yaml:"network"`
+	Labels            map[string]string `yaml:"labels"`
+	Kubelet           KubeletOverrides  `yaml:"kubelet"`
+
+	// fetch is what the node fetches at boot, resolved by Load.
+	fetch []Fetch
+	// binary is the kubelet's path on this node, resolved by Load.
+	binary string
 }
 
 // Defaults for what neither a file nor a flag gives.
@@ -89,13 +164,36 @@ const (
 	DefaultTokenTTL      = 24 * time.Hour
 	DefaultProfile       = "hardened"
 	DefaultKubeletBinary = "/usr/bin/kubelet"
+	DefaultArch          = "amd64"
 	DefaultClusterDomain = "cluster.local"
 )
 
-// Addr returns the node's IP; valid only after Load.
+// Addr returns the node's IP (invalid when it has none); valid only after
+// Load.
 func (n Node) Addr() netip.Addr {
 	a, _ := netip.ParseAddr(n.IP)
 	return a
+}
+
+// KubeletBinary is where the node's kubelet is; valid only after Load.
+func (n Node) KubeletBinary() string { return n.binary }
+
+// Fetches are the files the node fetches at first boot, each verified by
+// its hash; valid only after Load.
+func (n Node) Fetches() []Fetch { return n.fetch }
+
+// Fetch is a file a node downloads at first boot.
+type Fetch struct {
+	// Path is where it goes, with Mode.
+	Path string
+	Mode uint32
+	URL  string
+	// Hash is Ignition's form: "sha256-<hex>" or "sha512-<hex>".
+	Hash string
+	// Link, if set, is a symlink made to Path once it is in place.
+	Link string
+	// Sysext marks a system extension image, merged once in place.
+	Sysext bool
 }
 
 // TTL returns the token lifetime; valid only after Load.

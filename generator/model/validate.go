@@ -67,6 +67,7 @@ func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
 	}
 	checkKubelet(c, r, profileNames)
 	checkNodes(c, r, svc, svcOK, pod, podOK)
+	checkStock(c, r)
 	checkKubeletSettings(c, r, ver)
 }
 
@@ -287,7 +288,8 @@ func (nc *nodeChecker) name(i int, p string, n *Node) {
 func (nc *nodeChecker) ip(i int, p string, n *Node) {
 	f := p + ".ip"
 	if n.IP == "" {
-		nc.r.addf(f, "required")
+		// DHCP or autoscaling: the kubelet finds its address. A static
+		// network fills it in (checkNetwork).
 		return
 	}
 	a, msg := parseIP(n.IP)

@@ -54,5 +54,13 @@ func (cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cloud-init: %w", err)
 	}
-	return []Document{{Name: UserDataName, Data: ud}, {Name: MetaDataName, Data: md}}, nil, nil
+	docs := []Document{{Name: UserDataName, Data: ud}, {Name: MetaDataName, Data: md}}
+	nc, err := cloudinit.NetworkConfig(a)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cloud-init: %w", err)
+	}
+	if nc != nil {
+		docs = append(docs, Document{Name: NetworkConfigName, Data: nc})
+	}
+	return docs, nil, nil
 }

@@ -34,6 +34,8 @@ const (
 	ButaneName   = "config.bu"
 	UserDataName = "user-data"
 	MetaDataName = "meta-data"
+	// NetworkConfigName is a static network's NoCloud network-config.
+	NetworkConfigName = "network-config"
 	// TokensName is the file of the Secrets of tokens minted offline.
 	TokensName = "tokens.yaml"
 )

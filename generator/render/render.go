@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"path"
 	"slices"
@@ -39,6 +40,20 @@ const (
 	CertDir               = "/var/lib/kubelet/pki"
 	KubeletDir            = "/var/lib/kubelet"
 	UnitName              = "kubelet.service"
+	// DropInPath holds the kubelet's command line. A vendor drop-in
+	// (kubeadm's package and Flatcar's sysext ship
+	// kubelet.service.d/10-kubeadm.conf) resets ExecStart= with its own;
+	// systemd applies drop-ins in file-name order across directories, so
+	// this one, which resets it again, is applied last and wins.
+	DropInPath = "/etc/systemd/system/kubelet.service.d/99-kubestrap.conf"
+	// HostnamePath gives the machine its node's name (cloud-init's
+	// meta-data does too, with local-hostname).
+	HostnamePath = "/etc/hostname"
+	// ContainerdConfigPath is containerd's configuration, written where the
+	// OS's own would not serve the kubelet (model.OSInfo).
+	ContainerdConfigPath = "/etc/containerd/config.toml"
+	ContainerdUnit       = "containerd.service"
+	SysextUnit           = "systemd-sysext.service"
 )
 
 // Names inside the bootstrap kubeconfig, as the guide's kubectl calls made them.
@@ -79,6 +94,13 @@ func New(c *model.Cluster) (*Renderer, error) {
 		base["serverTLSBootstrap"] = true
 	}
 	r := &Renderer{cluster: c, base: base}
+	if c.OSInfo().ContainerdConfig {
+		driver, _ := base["cgroupDriver"].(string)
+		if driver == "" {
+			driver = "cgroupfs" // the kubelet's default
+		}
+		r.shared.containerd = containerdConfig(driver)
+	}
 	if err := r.prepareShared(); err != nil {
 		return nil, err
 	}
@@ -114,11 +136,12 @@ func (r *Renderer) node(n model.Node, tok token.Token, useShared bool) (Assets, 
 			return Assets{}, fmt.Errorf("%s: %w", at, err)
 		}
 	}
-	unit, err := r.unit(n, config)
+	fetches := n.Fetches()
+	unit, dropIn, err := r.unit(n, config, fetches)
 	if err != nil {
 		return Assets{}, fmt.Errorf("%s: %s: %w", at, UnitName, err)
 	}
-	return Assets{
+	a := Assets{
 		Node: n.Name,
 		// Parents before children: cloud-init creates them in this order.
 		Dirs: []Dir{
@@ -130,9 +153,59 @@ func (r *Renderer) node(n model.Node, tok token.Token, useShared bool) (Assets, 
 			{Path: CAPath, Mode: 0o644, Contents: r.cluster.CAPEM},
 			{Path: BootstrapKubeconfigPath, Mode: 0o600, Contents: kubeconfig, Secret: true},
 			{Path: KubeletConfigPath, Mode: 0o644, Contents: config.json},
+			{Path: DropInPath, Mode: UnitMode, Contents: dropIn},
+			{Path: HostnamePath, Mode: 0o644, Contents: []byte(n.Name + "\n")},
 		},
-		Units: []Unit{{Name: UnitName, Contents: unit}},
-	}, nil
+		Units:   []Unit{{Name: UnitName, Contents: unit}},
+		SSHUser: r.cluster.OSInfo().User,
+	}
+	if r.shared.containerd != nil && runtimeUnits[config.typed.ContainerRuntimeEndpoint] == ContainerdUnit {
+		a.Files = append(a.Files, File{Path: ContainerdConfigPath, Mode: 0o644, Contents: r.shared.containerd})
+		a.Restart = append(a.Restart, ContainerdUnit)
+	}
+	for _, f := range fetches {
+		a.Fetches = append(a.Fetches, Fetch{
+			Path: f.Path, Mode: fs.FileMode(f.Mode), URL: f.URL, Hash: f.Hash,
+			Link: f.Link, Sysext: f.Sysext, RequiredBy: UnitName,
+		})
+	}
+	if keys := len(r.cluster.SSHAuthorizedKeys) + len(n.SSHAuthorizedKeys); keys > 0 {
+		a.SSHAuthorizedKeys = make([]string, 0, keys)
+		a.SSHAuthorizedKeys = append(a.SSHAuthorizedKeys, r.cluster.SSHAuthorizedKeys...)
+		a.SSHAuthorizedKeys = append(a.SSHAuthorizedKeys, n.SSHAuthorizedKeys...)
+	}
+	if nw := n.Network; nw != nil {
+		a.Network = &Network{
+			MAC: nw.MAC, Interface: nw.Interface, Gateway: nw.Gateway,
+			Addresses: slices.Clone(nw.Addresses), DNS: slices.Clone(nw.DNS),
+		}
+	}
+	return a, nil
+}
+
+// kubeletAddress is where the kubelet listens: the node's ip, or every
+// interface for a node without a fixed one.
+func kubeletAddress(n model.Node) string {
+	if n.IP == "" {
+		return "0.0.0.0"
+	}
+	return n.IP
+}
+
+// containerdConfig turns on containerd's CRI plugin with the cgroup driver
+// the kubelet uses: the two must agree, or pods fail to start. Version 2 of
+// the format is read by containerd 1.6 and later, 2.x included.
+func containerdConfig(cgroupDriver string) []byte {
+	return fmt.Appendf(nil, `# Written by kubestrap: containerd's CRI plugin for the kubelet, whose
+# cgroupDriver is %s.
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = %t
+`, cgroupDriver, cgroupDriver == "systemd")
 }
 
 // bootstrapKubeconfig is what the guide's four `kubectl config` calls built,
@@ -165,7 +238,7 @@ func (r *Renderer) kubeletConfig(n model.Node) (kubeletConfig, error) {
 	m := model.MergeKubeletConfig(r.base, n.Kubelet.Config)
 	m["apiVersion"] = kubeletv1beta1.SchemeGroupVersion.String()
 	m["kind"] = "KubeletConfiguration"
-	m["address"] = n.IP
+	m["address"] = kubeletAddress(n)
 	m["clusterDNS"] = slices.Clone(r.cluster.ClusterDNS)
 	m["clusterDomain"] = r.cluster.ClusterDomain
 	authn, _ := m["authentication"].(map[string]any)
@@ -196,15 +269,18 @@ func (r *Renderer) kubeletConfig(n model.Node) (kubeletConfig, error) {
 	return kc, nil
 }
 
-// unit builds kubelet.service with go-systemd's unit package.
-func (r *Renderer) unit(n model.Node, kc kubeletConfig) ([]byte, error) {
+// unit builds kubelet.service and its drop-in with go-systemd's unit
+// package: the unit says when the kubelet runs, the drop-in how.
+func (r *Renderer) unit(n model.Node, kc kubeletConfig, fetches []model.Fetch) (unitFile, dropIn []byte, err error) {
 	args := []string{
 		"--config=" + KubeletConfigPath,
 		"--bootstrap-kubeconfig=" + BootstrapKubeconfigPath,
 		"--kubeconfig=" + KubeletKubeconfigPath,
 		"--cert-dir=" + CertDir,
 		"--hostname-override=" + n.Name,
-		"--node-ip=" + n.IP,
+	}
+	if n.IP != "" {
+		args = append(args, "--node-ip="+n.IP)
 	}
 	if len(n.Labels) > 0 {
 		var labels []string
@@ -225,7 +301,12 @@ func (r *Renderer) unit(n model.Node, kc kubeletConfig) ([]byte, error) {
 		args = append(args, "--"+k+"="+extra[k])
 	}
 	var exec strings.Builder
-	exec.WriteString(execQuote(r.cluster.Kubelet.Binary))
+	binary := n.KubeletBinary()
+	if binary == "" {
+		// A Node built by hand rather than by Load.
+		binary = r.cluster.Kubelet.Binary
+	}
+	exec.WriteString(execQuote(binary))
 	for _, a := range args {
 		exec.WriteString(" \\\n  ")
 		exec.WriteString(execQuote(a))
@@ -235,15 +316,34 @@ func (r *Renderer) unit(n model.Node, kc kubeletConfig) ([]byte, error) {
 	if ru, ok := runtimeUnits[kc.typed.ContainerRuntimeEndpoint]; ok {
 		after = append(after, ru)
 	}
+	if slices.ContainsFunc(fetches, func(f model.Fetch) bool { return f.Sysext }) {
+		// The kubelet is in the extension, which systemd-sysext merges.
+		after = append(after, SysextUnit)
+	}
 	opts := []*unitOption{
 		{"Unit", "Description", "Kubernetes kubelet (bootstrapped by kubestrap)"},
 		{"Unit", "Documentation", "https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/"},
 		{"Unit", "Wants", strings.Join(after, " ")},
 		{"Unit", "After", strings.Join(after, " ")},
-		{"Service", "ExecStart", exec.String()},
 		{"Service", "Restart", "on-failure"},
 		{"Service", "RestartSec", "5"},
 		{"Install", "WantedBy", "multi-user.target"},
 	}
-	return serialize(opts)
+	if unitFile, err = serialize(opts); err != nil {
+		return nil, nil, err
+	}
+	// The empty ExecStart= drops every command line set before this
+	// drop-in, the unit's own and any vendor drop-in's.
+	dropIn, err = serialize([]*unitOption{
+		{"Service", "ExecStart", ""},
+		{"Service", "ExecStart", exec.String()},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return unitFile, append([]byte(dropInHeader), dropIn...), nil
 }
+
+// dropInHeader says what the drop-in is for to whoever finds it on a node.
+const dropInHeader = "# kubestrap: the kubelet's command line. It resets ExecStart= so that\n" +
+	"# no vendor drop-in (kubeadm's 10-kubeadm.conf) can replace it.\n"

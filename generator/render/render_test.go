@@ -92,6 +92,7 @@ func TestGolden(t *testing.T) {
 				"bootstrap-kubelet.kubeconfig": file(t, a, BootstrapKubeconfigPath).Contents,
 				"kubelet.config.json":          file(t, a, KubeletConfigPath).Contents,
 				"kubelet.service":              a.Units[0].Contents,
+				"99-kubestrap.conf":            file(t, a, DropInPath).Contents,
 			}
 			for name, data := range got {
 				golden := filepath.Join("testdata", profile, name)
@@ -212,19 +213,30 @@ func TestLegacyProfile(t *testing.T) {
 	}
 }
 
-func execStart(t *testing.T, unitFile []byte) []string {
+// execStart is the kubelet's command line: the drop-in's last ExecStart,
+// which must follow an empty one (the reset that makes vendor drop-ins'
+// command lines go away). The unit itself has none.
+func execStart(t *testing.T, a Assets) []string {
 	t.Helper()
-	opts, err := unit.Deserialize(bytes.NewReader(unitFile))
+	if opts, err := unit.Deserialize(bytes.NewReader(a.Units[0].Contents)); err != nil {
+		t.Fatal(err)
+	} else if slices.ContainsFunc(opts, func(o *unit.UnitOption) bool { return o.Name == "ExecStart" }) {
+		t.Errorf("%s has an ExecStart of its own", a.Units[0].Name)
+	}
+	opts, err := unit.Deserialize(bytes.NewReader(file(t, a, DropInPath).Contents))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var values []string
 	for _, o := range opts {
 		if o.Section == "Service" && o.Name == "ExecStart" {
-			return strings.Fields(strings.ReplaceAll(o.Value, "\\\n", " "))
+			values = append(values, o.Value)
 		}
 	}
-	t.Fatal("no ExecStart")
-	return nil
+	if len(values) != 2 || values[0] != "" {
+		t.Fatalf("drop-in ExecStart values %q, want a reset and a command line", values)
+	}
+	return strings.Fields(strings.ReplaceAll(values[1], "\\\n", " "))
 }
 
 func TestUnit(t *testing.T) {
@@ -242,7 +254,7 @@ func TestUnit(t *testing.T) {
 	if got["Service.Restart"] != "on-failure" || !strings.Contains(got["Unit.After"], "containerd.service") || got["Install.WantedBy"] != "multi-user.target" {
 		t.Errorf("unit options %v", got)
 	}
-	args := execStart(t, a.Units[0].Contents)
+	args := execStart(t, a)
 	want := []string{
 		"/opt/k8s/bin/kubelet",
 		"--config=" + KubeletConfigPath,
@@ -272,7 +284,7 @@ func TestUnitPathsExist(t *testing.T) {
 		written[d.Path] = true
 	}
 	createdByKubelet := map[string]bool{KubeletKubeconfigPath: true, CertDir: true}
-	for _, arg := range execStart(t, a.Units[0].Contents) {
+	for _, arg := range execStart(t, a) {
 		name, value, ok := strings.Cut(arg, "=")
 		if !ok || !strings.HasPrefix(value, "/") {
 			continue

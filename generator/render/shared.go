@@ -25,6 +25,8 @@ type shared struct {
 	kubeconfig [2][]byte // around tokenMarker
 	config     kubeletConfig
 	configJSON [2][]byte // around addressMarker
+	// containerd is containerd's config, when the OS needs kubestrap's.
+	containerd []byte
 }
 
 func (r *Renderer) prepareShared() error {
@@ -68,12 +70,13 @@ func (s *shared) configFor(n model.Node) (kubeletConfig, bool) {
 	if s.configJSON[0] == nil || len(n.Kubelet.Config) > 0 {
 		return kubeletConfig{}, false
 	}
-	if _, err := netip.ParseAddr(n.IP); err != nil {
+	addr := kubeletAddress(n)
+	if _, err := netip.ParseAddr(addr); err != nil {
 		return kubeletConfig{}, false
 	}
 	kc := s.config
-	kc.typed.Address = n.IP
-	kc.json = concat(s.configJSON[0], []byte(`"`+n.IP+`"`), s.configJSON[1])
+	kc.typed.Address = addr
+	kc.json = concat(s.configJSON[0], []byte(`"`+addr+`"`), s.configJSON[1])
 	return kc, true
 }
 

@@ -28,6 +28,11 @@ import (
 const (
 	Dir  = "dir"
 	File = "file"
+	// Fetched is a file the node downloads (Ignition's remote contents):
+	// Contents is "<url> <hash>".
+	Fetched = "fetched"
+	// Link is a symlink: Contents is its target.
+	Link = "link"
 )
 
 // Entry is one filesystem node a document creates.
@@ -52,6 +57,11 @@ type Doc struct {
 	Entries []Entry
 	// Enabled lists the units that are enabled (and started at boot).
 	Enabled []string
+	// Restarted lists the units restarted once the files are written.
+	Restarted []string
+	// SSHKeys are the authorized keys by user ("" for cloud-init's
+	// default user).
+	SSHKeys map[string][]string
 }
 
 // Lookup finds the entry for p.
@@ -109,6 +119,17 @@ func Ignition(raw []byte) (Doc, error) {
 		if f.Contents.Source == nil {
 			return Doc{}, fmt.Errorf("file %s: no contents source", f.Path)
 		}
+		if src := *f.Contents.Source; !strings.HasPrefix(src, "data:") {
+			if f.Contents.Verification.Hash == nil {
+				return Doc{}, fmt.Errorf("file %s: fetched from %s without a hash", f.Path, src)
+			}
+			d.Entries = append(d.Entries, Entry{
+				Kind: Fetched, Path: f.Path, Mode: ignMode(f.Mode, 0o644),
+				Owner:    ignOwner(f.User.Name, f.User.ID) + ":" + ignOwner(f.Group.Name, f.Group.ID),
+				Contents: []byte(src + " " + *f.Contents.Verification.Hash),
+			})
+			continue
+		}
 		u, err := dataurl.DecodeString(*f.Contents.Source)
 		if err != nil {
 			return Doc{}, fmt.Errorf("file %s: decoding data URL: %w", f.Path, err)
@@ -119,12 +140,33 @@ func Ignition(raw []byte) (Doc, error) {
 			Contents: u.Data,
 		})
 	}
+	for _, l := range cfg.Storage.Links {
+		if l.Hard != nil && *l.Hard {
+			return Doc{}, fmt.Errorf("link %s: unexpected hard link", l.Path)
+		}
+		d.Entries = append(d.Entries, Entry{
+			Kind: Link, Path: l.Path, Owner: ignOwner(l.User.Name, l.User.ID) + ":" + ignOwner(l.Group.Name, l.Group.ID),
+			Contents: []byte(*l.Target),
+		})
+	}
+	for _, u := range cfg.Passwd.Users {
+		if d.SSHKeys == nil {
+			d.SSHKeys = map[string][]string{}
+		}
+		for _, k := range u.SSHAuthorizedKeys {
+			d.SSHKeys[u.Name] = append(d.SSHKeys[u.Name], string(k))
+		}
+	}
 	for _, u := range cfg.Systemd.Units {
 		if len(u.Dropins) > 0 || (u.Mask != nil && *u.Mask) {
 			return Doc{}, fmt.Errorf("unit %s: unexpected dropins or mask", u.Name)
 		}
 		if u.Contents == nil {
-			return Doc{}, fmt.Errorf("unit %s: no contents", u.Name)
+			// A unit the OS ships, only enabled.
+			if u.Enabled != nil && *u.Enabled {
+				d.Enabled = append(d.Enabled, u.Name)
+			}
+			continue
 		}
 		d.Entries = append(d.Entries, Entry{
 			Kind: File, Path: path.Join(unitDir, u.Name), Mode: 0o644, Owner: "root:root",
@@ -159,8 +201,9 @@ func ignOwner(name *string, id *int) string {
 
 // CloudConfig is the subset of #cloud-config the encoder emits.
 type CloudConfig struct {
-	WriteFiles []WriteFile `yaml:"write_files"`
-	RunCmd     [][]string  `yaml:"runcmd"`
+	WriteFiles        []WriteFile `yaml:"write_files"`
+	RunCmd            [][]string  `yaml:"runcmd"`
+	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
 }
 
 // WriteFile is one write_files entry.
@@ -238,9 +281,14 @@ func CloudInit(userData []byte) (Doc, error) {
 				return Doc{}, fmt.Errorf("runcmd %q: systemd was not told to reload the units written", cmd)
 			}
 			d.Enabled = append(d.Enabled, cmd[3])
+		case len(cmd) == 3 && cmd[0] == "systemctl" && cmd[1] == "try-restart":
+			d.Restarted = append(d.Restarted, cmd[2])
 		default:
 			return Doc{}, fmt.Errorf("unexpected runcmd %q", cmd)
 		}
+	}
+	if len(cc.SSHAuthorizedKeys) > 0 {
+		d.SSHKeys = map[string][]string{"": cc.SSHAuthorizedKeys}
 	}
 	return d, nil
 }

@@ -32,6 +32,8 @@ const Owner = "root:root"
 type userData struct {
 	WriteFiles []writeFile `yaml:"write_files,omitempty"`
 	RunCmd     []command   `yaml:"runcmd,omitempty"`
+	// SSHAuthorizedKeys go to cloud-init's default user.
+	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys,omitempty"`
 }
 
 // command is one runcmd entry. cloud-init shell-quotes each word of a list
@@ -90,6 +92,10 @@ func UserData(a render.Assets) ([]byte, error) {
 	if err := layout.Check(a); err != nil {
 		return nil, fmt.Errorf("cloud-init user-data for node %q: %w", a.Node, err)
 	}
+	a, err := lower(a)
+	if err != nil {
+		return nil, err
+	}
 	if out, ok := appendUserData(make([]byte, 0, sizeHint(a)), a); ok {
 		return out, nil
 	}
@@ -132,9 +138,14 @@ func marshalUserData(a render.Assets) ([]byte, error) {
 		// has not read them yet.
 		ud.RunCmd = append(ud.RunCmd, command{"systemctl", "daemon-reload"})
 	}
+	for _, u := range a.Restart {
+		// write_files changed its configuration after it started.
+		ud.RunCmd = append(ud.RunCmd, command{"systemctl", "try-restart", u})
+	}
 	for _, u := range a.Units {
 		ud.RunCmd = append(ud.RunCmd, command{"systemctl", "enable", "--now", u.Name})
 	}
+	ud.SSHAuthorizedKeys = a.SSHAuthorizedKeys
 
 	var buf bytes.Buffer
 	buf.WriteString(Header)
@@ -162,6 +173,7 @@ const (
 	fileB64     = "    encoding: b64\n" + fileContent
 	installArgs = "  - [install, -d, -m, \""
 	daemonLine  = "  - [systemctl, daemon-reload]\n"
+	restartArgs = "  - [systemctl, try-restart, "
 	enableArgs  = "  - [systemctl, enable, --now, "
 	// contentIndent is where the lines of a content block start.
 	contentIndent = 6
@@ -181,8 +193,9 @@ var ownerArgs = func() string {
 // false, leaving dst in an unspecified state. a must have passed
 // layout.Check.
 func appendUserData(dst []byte, a render.Assets) ([]byte, bool) {
-	if len(a.Files)+len(a.Units)+len(a.Dirs) == 0 {
-		// yaml.v3 writes an empty mapping as "{}".
+	if len(a.Files)+len(a.Units)+len(a.Dirs) == 0 || len(a.SSHAuthorizedKeys) > 0 || len(a.Fetches) > 0 {
+		// yaml.v3 writes an empty mapping as "{}"; keys are quoted as
+		// yaml.v3 sees fit; Fetches are lowered by UserData first.
 		return dst, false
 	}
 	dst = append(dst, Header...)
@@ -220,7 +233,7 @@ func appendUserData(dst []byte, a render.Assets) ([]byte, bool) {
 		dst = append(dst, fileContent...)
 		dst = layout.AppendLiteral(dst, u.Contents, contentIndent)
 	}
-	if len(a.Dirs)+len(a.Units) > 0 {
+	if len(a.Dirs)+len(a.Units)+len(a.Restart) > 0 {
 		dst = append(dst, "runcmd:\n"...)
 	}
 	for _, d := range a.Dirs {
@@ -236,6 +249,14 @@ func appendUserData(dst []byte, a render.Assets) ([]byte, bool) {
 	}
 	if len(a.Units) > 0 {
 		dst = append(dst, daemonLine...)
+	}
+	for _, u := range a.Restart {
+		if !plainWord(u) {
+			return dst, false
+		}
+		dst = append(dst, restartArgs...)
+		dst = append(dst, u...)
+		dst = append(dst, "]\n"...)
 	}
 	for _, u := range a.Units {
 		dst = append(dst, enableArgs...)

@@ -47,6 +47,9 @@ func NewEncoder(o Options) (*Encoder, error) {
 // the Template: that call returns the error, and later nodes go through
 // Butane, which reports their own errors.
 func (e *Encoder) Encode(a render.Assets) (ign []byte, warnings []string, err error) {
+	if a, err = lower(a, e.opts.variant); err != nil {
+		return nil, nil, err
+	}
 	e.once.Do(func() {
 		var tmplErr error
 		e.tmpl, tmplErr = newTemplate(a, e.opts, e.topts)
@@ -73,5 +76,9 @@ func (e *Encoder) Encode(a render.Assets) (ign []byte, warnings []string, err er
 // Butane returns a's Butane source, the config.bu its Ignition config is
 // translated from, as Butane does. Errors wrap ErrInvalidGenerated.
 func (e *Encoder) Butane(a render.Assets) ([]byte, error) {
+	a, err := lower(a, e.opts.variant)
+	if err != nil {
+		return nil, err
+	}
 	return butaneSource(a, e.opts)
 }

@@ -42,13 +42,34 @@ type Result struct {
 type butaneConfig struct {
 	Variant string        `yaml:"variant"`
 	Version string        `yaml:"version"`
+	Passwd  butanePasswd  `yaml:"passwd,omitempty"`
 	Storage butaneStorage `yaml:"storage,omitempty"`
 	Systemd butaneSystemd `yaml:"systemd,omitempty"`
+}
+
+type butanePasswd struct {
+	Users []butaneUser `yaml:"users,omitempty"`
+}
+
+type butaneUser struct {
+	Name              string   `yaml:"name"`
+	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
 }
 
 type butaneStorage struct {
 	Directories []butaneDir  `yaml:"directories,omitempty"`
 	Files       []butaneFile `yaml:"files,omitempty"`
+	Links       []butaneLink `yaml:"links,omitempty"`
+}
+
+// butaneLink is a symlink; overwrite, as for files, so that both documents
+// replace what the image has there.
+type butaneLink struct {
+	Path      string      `yaml:"path"`
+	Target    string      `yaml:"target"`
+	Overwrite bool        `yaml:"overwrite"`
+	User      butaneOwner `yaml:"user"`
+	Group     butaneOwner `yaml:"group"`
 }
 
 type butaneOwner struct {
@@ -81,6 +102,13 @@ type butaneFile struct {
 type butaneResource struct {
 	Inline *layout.Text `yaml:"inline,omitempty"`
 	Source string       `yaml:"source,omitempty"`
+	// Verification makes Ignition refuse (and fail the boot on) fetched
+	// contents whose hash differs.
+	Verification *butaneVerification `yaml:"verification,omitempty"`
+}
+
+type butaneVerification struct {
+	Hash string `yaml:"hash"`
 }
 
 type butaneSystemd struct {
@@ -88,9 +116,10 @@ type butaneSystemd struct {
 }
 
 type butaneUnit struct {
-	Name     string      `yaml:"name"`
-	Enabled  bool        `yaml:"enabled"`
-	Contents layout.Text `yaml:"contents"`
+	Name    string `yaml:"name"`
+	Enabled bool   `yaml:"enabled"`
+	// Contents is nil for a unit the OS ships, only enabled.
+	Contents *layout.Text `yaml:"contents,omitempty"`
 }
 
 // octalMode marshals as a YAML 1.1 octal integer (0644), the form Butane's
@@ -114,10 +143,16 @@ func Butane(a render.Assets, o Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a, err = lower(a, r.variant); err != nil {
+		return nil, err
+	}
 	return butaneSource(a, r)
 }
 
 func butaneSource(a render.Assets, r resolved) ([]byte, error) {
+	if len(a.SSHAuthorizedKeys) > 0 && a.SSHUser == "" {
+		return nil, fmt.Errorf("%w: assets for node %q: SSH keys without a user", ErrInvalidGenerated, a.Node)
+	}
 	if err := layout.Check(a); err != nil {
 		return nil, fmt.Errorf("%w: assets for node %q: %w", ErrInvalidGenerated, a.Node, err)
 	}
@@ -140,6 +175,25 @@ func butaneSource(a render.Assets, r resolved) ([]byte, error) {
 		}
 		cfg.Storage.Files = append(cfg.Storage.Files, bf)
 	}
+	sysext := false
+	for _, f := range a.Fetches {
+		// Ignition fetches the file before the system boots and fails the
+		// boot if its hash differs: nothing ever runs an unverified file.
+		m, _ := layout.UnixMode(f.Mode)
+		cfg.Storage.Files = append(cfg.Storage.Files, butaneFile{
+			Path: f.Path, Overwrite: true, Mode: octalMode(m), User: butaneOwner{rootName}, Group: butaneOwner{rootName},
+			Contents: butaneResource{Source: f.URL, Verification: &butaneVerification{Hash: f.Hash}},
+		})
+		if f.Link != "" {
+			cfg.Storage.Links = append(cfg.Storage.Links, butaneLink{
+				Path: f.Link, Target: f.Path, Overwrite: true, User: butaneOwner{rootName}, Group: butaneOwner{rootName},
+			})
+		}
+		sysext = sysext || f.Sysext
+	}
+	if len(a.SSHAuthorizedKeys) > 0 {
+		cfg.Passwd.Users = append(cfg.Passwd.Users, butaneUser{Name: a.SSHUser, SSHAuthorizedKeys: a.SSHAuthorizedKeys})
+	}
 	for _, u := range a.Units {
 		if !layout.IsText(u.Contents) {
 			return nil, fmt.Errorf("%w: unit %q: contents are not valid UTF-8", ErrInvalidGenerated, u.Name)
@@ -148,9 +202,13 @@ func butaneSource(a render.Assets, r resolved) ([]byte, error) {
 		// owned by root, and enables it through a systemd preset, so the
 		// unit starts on the first boot Ignition runs in: no explicit
 		// "start" is needed.
-		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{
-			Name: u.Name, Enabled: true, Contents: layout.Text(u.Contents),
-		})
+		t := layout.Text(u.Contents)
+		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: u.Name, Enabled: true, Contents: &t})
+	}
+	if sysext {
+		// It merges the extension at boot, before the kubelet (which is
+		// ordered after it).
+		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: render.SysextUnit, Enabled: true})
 	}
 
 	var buf bytes.Buffer
@@ -171,6 +229,9 @@ func butaneSource(a render.Assets, r resolved) ([]byte, error) {
 func Encode(a render.Assets, o Options) (Result, error) {
 	r, err := o.resolve()
 	if err != nil {
+		return Result{}, err
+	}
+	if a, err = lower(a, r.variant); err != nil {
 		return Result{}, err
 	}
 	return encode(a, r, translateOptions())

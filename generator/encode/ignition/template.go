@@ -90,6 +90,9 @@ func NewTemplate(a render.Assets, o Options) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a, err = lower(a, r.variant); err != nil {
+		return nil, err
+	}
 	return newTemplate(a, r, translateOptions())
 }
 
@@ -140,7 +143,7 @@ func newTemplate(a render.Assets, r resolved, topts butanecommon.TranslateBytesO
 	if err != nil {
 		return nil, err
 	}
-	if err := checkUncompressed(res.Ignition); err != nil {
+	if err := checkUncompressed(res.Ignition, stand.Fetches); err != nil {
 		return nil, fmt.Errorf("%w: stand-in for node %q: %w", ErrTemplateUnsafe, a.Node, err)
 	}
 	t := &Template{opts: r, shape: shape, warnings: res.Warnings}
@@ -218,7 +221,7 @@ func probe(r resolved, topts butanecommon.TranslateBytesOptions, quote func(stri
 	if err != nil {
 		return fmt.Errorf("%w: Butane %s %s rejects the probe: %w", ErrTemplateUnsafe, r.variant, r.butane, err)
 	}
-	if err := checkUncompressed(res.Ignition); err != nil {
+	if err := checkUncompressed(res.Ignition, nil); err != nil {
 		return fmt.Errorf("%w: probe: %w", ErrTemplateUnsafe, err)
 	}
 	check := func(what, name, value string) error {
@@ -246,10 +249,10 @@ func probe(r resolved, topts butanecommon.TranslateBytesOptions, quote func(stri
 	return nil
 }
 
-// checkUncompressed requires every file of the Ignition config ign to have
-// uncompressed contents from a data URL, the only kind of contents a slot
-// holds.
-func checkUncompressed(ign []byte) error {
+// checkUncompressed requires every file of the Ignition config ign but the
+// fetched ones to have uncompressed contents from a data URL, the only kind
+// of contents a slot holds.
+func checkUncompressed(ign []byte, fetches []render.Fetch) error {
 	var cfg struct {
 		Storage struct {
 			Files []struct {
@@ -266,6 +269,9 @@ func checkUncompressed(ign []byte) error {
 	}
 	for _, f := range cfg.Storage.Files {
 		c := f.Contents
+		if slices.ContainsFunc(fetches, func(fe render.Fetch) bool { return fe.Path == f.Path }) {
+			continue
+		}
 		switch {
 		case c.Compression != nil && *c.Compression != "":
 			return fmt.Errorf("file %s: Butane compressed its contents (%s)", f.Path, *c.Compression)
@@ -283,11 +289,18 @@ type shape struct {
 	dirs  []render.Dir
 	files []render.File // Contents unset
 	units []string
+	// What the parts hold verbatim: fetched files, the login user's keys.
+	fetches []render.Fetch
+	user    string
+	keys    []string
 }
 
 // shapeOf returns a's shape; false when a has contents that are not text.
 func shapeOf(a render.Assets) (shape, bool) {
-	sh := shape{dirs: slices.Clone(a.Dirs)}
+	sh := shape{
+		dirs: slices.Clone(a.Dirs), fetches: slices.Clone(a.Fetches),
+		user: a.SSHUser, keys: slices.Clone(a.SSHAuthorizedKeys),
+	}
 	for _, f := range a.Files {
 		if !layout.IsText(f.Contents) {
 			return shape{}, false
@@ -303,7 +316,9 @@ func shapeOf(a render.Assets) (shape, bool) {
 // fits reports whether a has the shape sh, without building one: it runs
 // for every node.
 func (sh shape) fits(a render.Assets) bool {
-	if !slices.Equal(sh.dirs, a.Dirs) || len(sh.files) != len(a.Files) || len(sh.units) != len(a.Units) {
+	if !slices.Equal(sh.dirs, a.Dirs) || len(sh.files) != len(a.Files) || len(sh.units) != len(a.Units) ||
+		!slices.Equal(sh.fetches, a.Fetches) || !slices.Equal(sh.keys, a.SSHAuthorizedKeys) ||
+		len(a.SSHAuthorizedKeys) > 0 && sh.user != a.SSHUser || a.Network != nil {
 		return false
 	}
 	for i, f := range a.Files {
@@ -322,6 +337,10 @@ func (sh shape) fits(a render.Assets) bool {
 // Fill returns a's Ignition config, the same bytes Encode would return, and
 // the warnings Ignition's validators have for it.
 func (t *Template) Fill(a render.Assets) ([]byte, []string, error) {
+	a, err := lower(a, t.opts.variant)
+	if err != nil {
+		return nil, nil, err
+	}
 	if !t.shape.fits(a) {
 		return nil, nil, ErrShape
 	}

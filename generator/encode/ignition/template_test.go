@@ -223,11 +223,11 @@ func TestTemplateProbeFails(t *testing.T) {
 		"remote":     `{"storage":{"files":[{"path":"/a","contents":{"source":"https://example.com/a"}}]}}`,
 		"not a JSON": `{`,
 	} {
-		if err := checkUncompressed([]byte(ign)); err == nil {
+		if err := checkUncompressed([]byte(ign), nil); err == nil {
 			t.Errorf("checkUncompressed accepts %s", name)
 		}
 	}
-	if err := checkUncompressed([]byte(`{"storage":{"files":[{"path":"/a","contents":{"compression":"","source":"data:,a"}},{"path":"/b","contents":{"source":"data:,b"}}]}}`)); err != nil {
+	if err := checkUncompressed([]byte(`{"storage":{"files":[{"path":"/a","contents":{"compression":"","source":"data:,a"}},{"path":"/b","contents":{"source":"data:,b"}}]}}`), nil); err != nil {
 		t.Errorf("checkUncompressed: %v", err)
 	}
 }

@@ -70,6 +70,46 @@ func Check(a render.Assets) error {
 			return err
 		}
 	}
+	for _, f := range a.Fetches {
+		if err := claim(f.Path, "fetched file"); err != nil {
+			return err
+		}
+		if _, err := UnixMode(f.Mode); err != nil {
+			return fmt.Errorf("fetched file %q: %w", f.Path, err)
+		}
+		if err := checkFetch(f); err != nil {
+			return fmt.Errorf("fetched file %q: %w", f.Path, err)
+		}
+		if f.Link != "" {
+			if err := claim(f.Link, "link"); err != nil {
+				return err
+			}
+		}
+	}
+	for _, u := range a.Restart {
+		if err := checkUnitName(u); err != nil {
+			return fmt.Errorf("unit to restart %q: %w", u, err)
+		}
+	}
+	return nil
+}
+
+// checkFetch accepts what both documents can carry unquoted: an http(s) URL
+// without spaces, quotes, backslashes or $ (it is an ExecStart argument in
+// cloud-init's install unit), a hash in Ignition's form, and a unit that
+// requires it.
+func checkFetch(f render.Fetch) error {
+	if !strings.HasPrefix(f.URL, "http://") && !strings.HasPrefix(f.URL, "https://") || strings.ContainsAny(f.URL, " \t\n\"'\\$`") {
+		return fmt.Errorf("URL %q is not an http(s) URL without spaces, quotes, backslashes or $", f.URL)
+	}
+	alg, digest, _ := strings.Cut(f.Hash, "-")
+	want := map[string]int{"sha256": 64, "sha512": 128}[alg]
+	if want == 0 || len(digest) != want || strings.Trim(digest, "0123456789abcdef") != "" {
+		return fmt.Errorf("hash %q is not sha256-<64 hex digits> or sha512-<128 hex digits>", f.Hash)
+	}
+	if err := checkUnitName(f.RequiredBy); err != nil {
+		return fmt.Errorf("required by %q: %w", f.RequiredBy, err)
+	}
 	return nil
 }
 
