@@ -435,3 +435,49 @@ func TestSharedMatchesFull(t *testing.T) {
 		}
 	}
 }
+
+// TestStockNode: a DHCP node on Debian. The kubelet gets no --node-ip and
+// listens everywhere; containerd gets a config whose cgroup driver is the
+// kubelet's, and is restarted to read it; an image prepared for kubestrap
+// (no os) keeps its own containerd config.
+func TestStockNode(t *testing.T) {
+	c := guideCluster(t, "hardened")
+	c.OS = "debian"
+	c.Nodes[0].IP = ""
+	a, _ := renderNode(t, c)
+	for _, arg := range execStart(t, a) {
+		if strings.HasPrefix(arg, "--node-ip") {
+			t.Errorf("DHCP node has %s", arg)
+		}
+	}
+	if kc := decodeKubelet(t, file(t, a, KubeletConfigPath).Contents); kc.Address != "0.0.0.0" || kc.CgroupDriver != "systemd" {
+		t.Errorf("address %q, cgroupDriver %q", kc.Address, kc.CgroupDriver)
+	}
+	cfg := string(file(t, a, ContainerdConfigPath).Contents)
+	if !strings.Contains(cfg, "SystemdCgroup = true") || !strings.Contains(cfg, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`) {
+		t.Errorf("containerd config:\n%s", cfg)
+	}
+	if !slices.Equal(a.Restart, []string{ContainerdUnit}) {
+		t.Errorf("restart %v", a.Restart)
+	}
+	if h := file(t, a, HostnamePath); string(h.Contents) != "kube-node1\n" {
+		t.Errorf("hostname %q", h.Contents)
+	}
+
+	legacy := guideCluster(t, "legacy")
+	legacy.OS = "ubuntu"
+	a, _ = renderNode(t, legacy)
+	if cfg := string(file(t, a, ContainerdConfigPath).Contents); !strings.Contains(cfg, "SystemdCgroup = false") {
+		t.Errorf("legacy (cgroupfs) containerd config:\n%s", cfg)
+	}
+
+	a, _ = renderNode(t, guideCluster(t, "hardened"))
+	for _, f := range a.Files {
+		if f.Path == ContainerdConfigPath {
+			t.Error("no os, yet containerd's config is written")
+		}
+	}
+	if len(a.Restart) > 0 {
+		t.Errorf("restart %v", a.Restart)
+	}
+}

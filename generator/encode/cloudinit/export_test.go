@@ -11,3 +11,6 @@ func FastPath(a render.Assets) bool {
 
 // MarshalUserData is the yaml.v3 path of UserData, for benchmarks.
 var MarshalUserData = marshalUserData
+
+// FetchScript is the script the install unit runs.
+func FetchScript() []byte { return fetchScript }

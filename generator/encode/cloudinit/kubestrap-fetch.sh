@@ -32,8 +32,11 @@ else
 	mkdir -p "$(dirname "$dest")"
 	tmp=$(mktemp "$dest.kubestrap-fetch.XXXXXX")
 	trap 'rm -f "$tmp"' EXIT
-	curl --fail --silent --show-error --location --retry 10 --retry-delay 3 --retry-connrefused \
-		--connect-timeout 10 --max-time 900 --output "$tmp" "$url"
+	if ! curl --fail --silent --show-error --location --retry 10 --retry-delay 3 --retry-connrefused \
+		--connect-timeout 10 --max-time 900 --output "$tmp" "$url"; then
+		echo "kubestrap-fetch: $url: download failed; $dest is not installed" >&2
+		exit 1
+	fi
 	got=$(digest "$tmp")
 	if [ "$got" != "$want" ]; then
 		echo "kubestrap-fetch: $url: $alg mismatch: got $got, want $want; $dest is not installed" >&2
