@@ -38,6 +38,8 @@ FUZZ_TARGETS := generator/model:FuzzClusterFile generator/model:FuzzEnvFile \
 	generator/encode/ignition:FuzzMakeDataURL \
 	generator/encode/cloudinit:FuzzUserDataFastMatchesYAML \
 	generator/encode/cloudinit:FuzzMetaDataFastMatchesYAML \
+	generator/encode/cloudinit:FuzzMergeUserData \
+	generator/encode/ignition:FuzzSnippet \
 	generator/encode/internal/layout:FuzzLiteral
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \

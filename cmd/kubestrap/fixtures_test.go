@@ -21,6 +21,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/render"
@@ -54,6 +55,8 @@ var scenarios = []struct {
 	{"guide-env", []string{"--env", "../../fixtures/guide/environment.sh", "--ca-file", "../../fixtures/pki/ca.pem", "--kubelet-binary", "/opt/k8s/bin/kubelet"}},
 	{"guide-flatcar", []string{"-f", "../../fixtures/guide/cluster.yaml", "--variant", "flatcar"}},
 	{"guide-legacy", []string{"-f", "../../fixtures/guide/cluster.yaml", "--profile", "legacy", "--format", "cloud-init"}},
+	{"stock-flatcar", []string{"-f", "../../fixtures/stock/flatcar.yaml", "--butane"}},
+	{"stock-debian", []string{"-f", "../../fixtures/stock/debian.yaml"}},
 }
 
 func generateScenario(t *testing.T, args []string) string {
@@ -116,6 +119,9 @@ func TestFixtures(t *testing.T) {
 				}
 			}
 			checkMeaning(t, got)
+			if strings.HasPrefix(sc.name, "stock-") {
+				checkStock(t, got)
+			}
 		})
 	}
 	// The guide's environment.sh and its cluster.yaml describe one cluster:
@@ -184,6 +190,7 @@ func checkMeaning(t *testing.T, tree map[string][]byte) {
 		var doc parseback.Doc
 		switch name {
 		case "config.ign":
+			nodes++
 			validate(t, rel, "ignition-validate", sample.IgnitionValidateEnv, data)
 			if doc, err = parseback.Ignition(data); err != nil {
 				t.Fatalf("%s: %v", rel, err)
@@ -197,8 +204,17 @@ func checkMeaning(t *testing.T, tree map[string][]byte) {
 		default:
 			continue
 		}
-		if !slices.Equal(doc.Enabled, []string{render.UnitName}) {
+		// The kubelet, and what installs it: cloud-init's install unit
+		// (first), Ignition's systemd-sysext for a sysext.
+		install := cloudinit.InstallUnitName(render.UnitName)
+		if !slices.Equal(doc.Enabled, []string{render.UnitName}) && !slices.Equal(doc.Enabled, []string{install, render.UnitName}) &&
+			!slices.Equal(doc.Enabled, []string{render.UnitName, render.SysextUnit}) {
 			t.Errorf("%s: enabled units %v", rel, doc.Enabled)
+		}
+		if slices.Contains(doc.Enabled, install) {
+			if _, ok := doc.Lookup(cloudinit.FetchScriptPath); !ok {
+				t.Errorf("%s: %s without %s", rel, install, cloudinit.FetchScriptPath)
+			}
 		}
 		kc, ok := doc.Lookup(render.BootstrapKubeconfigPath)
 		if !ok || kc.Mode != 0o600 || kc.Owner != "root:root" {
@@ -244,8 +260,64 @@ func checkMeaning(t *testing.T, tree map[string][]byte) {
 		// validator subtests were skipped.
 		t.Logf("%s: read back; units, kubeconfig (token, CA), kubelet config and CA checked", rel)
 	}
-	if nodes == 0 && tree["kube-node1/config.ign"] == nil {
+	if nodes == 0 {
 		t.Fatal("no documents checked")
+	}
+}
+
+// checkStock checks what the stock fixtures add: every node fetches its
+// kubelet with a hash (Ignition natively, cloud-init by its install unit),
+// the user's additions are merged in after kubestrap's, the keys are there,
+// and a static network has its file.
+func checkStock(t *testing.T, tree map[string][]byte) {
+	t.Helper()
+	for rel, data := range tree {
+		node, name := filepath.Split(rel)
+		switch name {
+		case "config.ign":
+			doc, err := parseback.Ignition(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fetched := 0
+			for _, e := range doc.Entries {
+				if e.Kind == parseback.Fetched {
+					fetched++
+					if f := strings.Fields(string(e.Contents)); len(f) != 2 || !strings.HasPrefix(f[1], "sha256-") || !strings.HasPrefix(f[0], "https://") {
+						t.Errorf("%s: fetched %s from %q", rel, e.Path, e.Contents)
+					}
+				}
+			}
+			if fetched != 1 {
+				t.Errorf("%s: %d fetched files, want the kubelet or its sysext", rel, fetched)
+			}
+			if _, ok := doc.Lookup("/etc/sysctl.d/90-inotify.conf"); !ok || !slices.Contains(doc.Masked, "locksmithd.service") {
+				t.Errorf("%s: the snippet's file or masked unit is missing (masked %v)", rel, doc.Masked)
+			}
+			if len(doc.SSHKeys["core"]) == 0 {
+				t.Errorf("%s: no keys for core", rel)
+			}
+			if _, ok := doc.Lookup(ignition.NetworkdPath); ok != (node == "worker-2/") {
+				t.Errorf("%s: networkd file present = %v", rel, ok)
+			}
+		case "user-data":
+			doc, err := parseback.CloudInit(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if doc.Enabled[0] != cloudinit.InstallUnitName(render.UnitName) {
+				t.Errorf("%s: enabled %v", rel, doc.Enabled)
+			}
+			if !slices.EqualFunc(doc.Commands, [][]string{{"sysctl", "--system"}}, slices.Equal) || doc.Other["timezone"] != "Etc/UTC" {
+				t.Errorf("%s: the user's runcmd %q (after kubestrap's) or timezone %v", rel, doc.Commands, doc.Other["timezone"])
+			}
+			if f, ok := doc.Lookup("/etc/sysctl.d/90-inotify.conf"); !ok || f.Owner != "root:root" {
+				t.Errorf("%s: the user's file %+v", rel, f)
+			}
+			if _, ok := tree[node+"network-config"]; ok != (node == "worker-2/") {
+				t.Errorf("%s: network-config present = %v", rel, ok)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubestrap/kubestrap/generator/discovery"
+	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/output"
@@ -109,6 +111,8 @@ func generateCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT`: fcos or flatcar", Value: "fcos", Category: "Output"},
 			&cli.StringFlag{Name: "butane-version", Usage: "Butane spec `VERSION` (fcos 1.6.0 → Ignition 3.5, fcos 1.5.0 or flatcar 1.1.0 → 3.4); default: the variant's", Category: "Output"},
 			&cli.BoolFlag{Name: "butane", Usage: "also write each node's Butane source (config.bu)", Category: "Output"},
+			&cli.StringSliceFlag{Name: "snippet", Usage: "Butane `FILE` merged into every node's Ignition config with Ignition's merge, after extras.butane (repeatable)", TakesFile: true, Category: "Additions"},
+			&cli.StringFlag{Name: "cloud-config", Usage: "#cloud-config `FILE` merged into every node's user-data (lists appended, other keys yours); replaces extras.cloudConfig", TakesFile: true, Category: "Additions"},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usagef("%w (see kubestrap generate --help)", err)
@@ -149,6 +153,10 @@ type generateOptions struct {
 	// formatSet and variantSet say the user chose them: otherwise the
 	// cluster's os does.
 	formatSet, variantSet bool
+	// snippets and cloudConfig are the flags' additions, over the
+	// cluster file's extras.
+	snippets    []string
+	cloudConfig string
 }
 
 func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
@@ -183,6 +191,8 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		ign:                ignition.Options{Variant: c.String("variant"), Version: c.String("butane-version")},
 		formatSet:          c.IsSet("format"),
 		variantSet:         c.IsSet("variant"),
+		snippets:           c.StringSlice("snippet"),
+		cloudConfig:        c.String("cloud-config"),
 	}
 	if o.out == "" {
 		return o, usagef("--out DIR is required")
@@ -262,6 +272,65 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 	return nil
 }
 
+// additions reads the user's Butane snippets and cloud-config: the cluster
+// file's extras, then the flags'. Each is checked here, before any token
+// exists; whether it touches what kubestrap writes is checked per node.
+func (o *generateOptions) additions(c *model.Cluster, stderr io.Writer) ([]*ignition.Snippet, *cloudinit.UserConfig, error) {
+	files := append(slices.Clone(c.Extras.Butane), o.snippets...)
+	cloudConfig := c.Extras.CloudConfig
+	if o.cloudConfig != "" {
+		cloudConfig = o.cloudConfig
+	}
+	if len(files) > 0 && !o.ignition {
+		return nil, nil, usagef("Butane snippets (%s) need the ignition format", strings.Join(files, ", "))
+	}
+	if cloudConfig != "" && !o.cloudInit {
+		return nil, nil, usagef("%s: a cloud-config needs the cloud-init format", cloudConfig)
+	}
+	var snippets []*ignition.Snippet
+	for _, f := range files {
+		data, err := readAddition(f, ignition.MaxSnippetSize)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		s, warnings, err := ignition.NewSnippet(f, data, o.ign)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
+		}
+		snippets = append(snippets, s)
+	}
+	var user *cloudinit.UserConfig
+	if cloudConfig != "" {
+		data, err := readAddition(cloudConfig, cloudinit.MaxUserConfigSize)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		if user, err = cloudinit.ParseUserConfig(cloudConfig, data); err != nil {
+			return nil, nil, err
+		}
+	}
+	return snippets, user, nil
+}
+
+// readAddition reads a user's file of at most limit bytes (one more says it
+// is too big; the parser says so).
+func readAddition(name string, limit int) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	return io.ReadAll(io.LimitReader(f, int64(limit)+1))
+}
+
 // progressThreshold is the node count from which a terminal gets a progress line.
 const progressThreshold = 50
 
@@ -301,16 +370,20 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		return usagef("--reuse-margin: %w", err)
 	}
 
+	snippets, user, err := o.additions(cluster, stderr)
+	if err != nil {
+		return err
+	}
 	var encoders []pipeline.Encoder
 	if o.ignition {
-		enc, err := pipeline.Ignition(o.ign, o.butane)
+		enc, err := pipeline.Ignition(o.ign, o.butane, snippets...)
 		if err != nil {
 			return err
 		}
 		encoders = append(encoders, enc)
 	}
 	if o.cloudInit {
-		encoders = append(encoders, pipeline.CloudInit())
+		encoders = append(encoders, pipeline.CloudInit(user))
 	}
 	pl, err := pipeline.New(cluster, encoders...)
 	if err != nil {
@@ -426,6 +499,6 @@ func printSummary(w io.Writer, rows []pipeline.NodeResult) {
 
 // isInputError reports whether err is the user's to fix (exit 2).
 func isInputError(err error) bool {
-	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, output.ErrExists, output.ErrNotOurs},
+	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, output.ErrExists, output.ErrNotOurs},
 		func(target error) bool { return errors.Is(err, target) })
 }

@@ -38,6 +38,14 @@ func loadClusterFile(file string, r *report) *Cluster {
 	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
 		c.CAFile = filepath.Join(filepath.Dir(file), c.CAFile)
 	}
+	for i, f := range c.Extras.Butane {
+		if f != "" && !filepath.IsAbs(f) {
+			c.Extras.Butane[i] = filepath.Join(filepath.Dir(file), f)
+		}
+	}
+	if f := c.Extras.CloudConfig; f != "" && !filepath.IsAbs(f) {
+		c.Extras.CloudConfig = filepath.Join(filepath.Dir(file), f)
+	}
 	return &c
 }
 

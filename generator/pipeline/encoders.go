@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
@@ -11,23 +13,43 @@ import (
 // Ignition returns the encoder of config.ign (Butane's translation, with
 // the ignition package's fast path for nodes of one shape), and with
 // withButane also of its Butane source, config.bu.
-func Ignition(o ignition.Options, withButane bool) (Encoder, error) {
+//
+// snippets, the user's Butane configs (ignition.NewSnippet), are merged into
+// every node's config with Ignition's own merge, in order; config.bu stays
+// kubestrap's own source.
+func Ignition(o ignition.Options, withButane bool, snippets ...*ignition.Snippet) (Encoder, error) {
 	e, err := ignition.NewEncoder(o)
 	if err != nil {
 		return nil, err
 	}
-	return ignitionEncoder{enc: e, butane: withButane}, nil
+	return &ignitionEncoder{enc: e, butane: withButane, opts: o, snippets: snippets}, nil
 }
 
 type ignitionEncoder struct {
-	enc    *ignition.Encoder
-	butane bool
+	enc      *ignition.Encoder
+	butane   bool
+	opts     ignition.Options
+	snippets []*ignition.Snippet
+	// owned caches whether the snippets leave alone what a node's config
+	// writes, by the list of what it writes: nodes of one cluster mostly
+	// write the same paths, so the snippets are checked once.
+	owned sync.Map // string → error
 }
 
-func (e ignitionEncoder) Encode(a render.Assets) ([]Document, []string, error) {
+func (e *ignitionEncoder) Encode(a render.Assets) ([]Document, []string, error) {
 	ign, warnings, err := e.enc.Encode(a)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ignition: %w", err)
+	}
+	if len(e.snippets) > 0 {
+		if err := e.checkOwned(ign); err != nil {
+			return nil, nil, err
+		}
+		merged, w, err := ignition.MergeInto(ign, e.snippets, e.opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ignition: %w", err)
+		}
+		ign, warnings = merged, append(warnings, w...)
 	}
 	docs := []Document{{Name: IgnitionName, Data: ign}}
 	if e.butane {
@@ -40,15 +62,77 @@ func (e ignitionEncoder) Encode(a render.Assets) ([]Document, []string, error) {
 	return docs, warnings, nil
 }
 
-// CloudInit returns the encoder of a NoCloud seed: user-data and meta-data.
-func CloudInit() Encoder { return cloudInitEncoder{} }
+func (e *ignitionEncoder) checkOwned(ign []byte) error {
+	paths, units, err := ignition.OwnedPaths(ign)
+	if err != nil {
+		return fmt.Errorf("ignition: %w", err)
+	}
+	key := strings.Join(paths, "\x00") + "\x01" + strings.Join(units, "\x00")
+	if v, ok := e.owned.Load(key); ok {
+		err, _ := v.(error)
+		return err
+	}
+	var errs []string
+	for _, s := range e.snippets {
+		if err := s.Owned(paths, units); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		err = snippetError{strings.Join(errs, "\n"), ignition.ErrSnippet}
+	}
+	e.owned.Store(key, err)
+	return err
+}
 
-type cloudInitEncoder struct{}
+// snippetError keeps every snippet's problems and what they wrap.
+type snippetError struct {
+	msg  string
+	kind error
+}
 
-func (cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error) {
+func (e snippetError) Error() string        { return e.msg }
+func (e snippetError) Is(target error) bool { return target == e.kind }
+
+// CloudInit returns the encoder of a NoCloud seed: user-data, meta-data and,
+// for a static network, network-config. user, if not nil, is the user's
+// cloud-config, merged into every node's user-data.
+func CloudInit(user ...*cloudinit.UserConfig) Encoder {
+	e := &cloudInitEncoder{}
+	if len(user) > 0 {
+		e.user = user[0]
+	}
+	return e
+}
+
+type cloudInitEncoder struct {
+	user  *cloudinit.UserConfig
+	owned sync.Map // string → error, as ignitionEncoder's
+}
+
+func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error) {
 	ud, err := cloudinit.UserData(a)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cloud-init: %w", err)
+	}
+	if e.user != nil {
+		paths, err := cloudinit.OwnedPaths(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cloud-init: %w", err)
+		}
+		key := strings.Join(paths, "\x00")
+		v, ok := e.owned.Load(key)
+		if !ok {
+			v = e.user.Owned(paths)
+			e.owned.Store(key, v)
+		}
+		if err, _ := v.(error); err != nil {
+			return nil, nil, err
+		}
+		// The meta-data's instance-id is the merged user-data's hash.
+		if ud, err = cloudinit.MergeUserData(ud, e.user); err != nil {
+			return nil, nil, fmt.Errorf("cloud-init: %w", err)
+		}
 	}
 	md, err := cloudinit.MetaData(a, ud)
 	if err != nil {

@@ -59,6 +59,13 @@ type Doc struct {
 	Enabled []string
 	// Restarted lists the units restarted once the files are written.
 	Restarted []string
+	// Masked lists masked units (a user's snippet may mask one).
+	Masked []string
+	// Commands are runcmd entries other than kubestrap's own (a user's
+	// cloud-config may add them), in order.
+	Commands [][]string
+	// Other holds a cloud-config's keys beyond kubestrap's own.
+	Other map[string]any
 	// SSHKeys are the authorized keys by user ("" for cloud-init's
 	// default user).
 	SSHKeys map[string][]string
@@ -158,6 +165,10 @@ func Ignition(raw []byte) (Doc, error) {
 		}
 	}
 	for _, u := range cfg.Systemd.Units {
+		if u.Mask != nil && *u.Mask && u.Contents == nil && len(u.Dropins) == 0 {
+			d.Masked = append(d.Masked, u.Name)
+			continue
+		}
 		if len(u.Dropins) > 0 || (u.Mask != nil && *u.Mask) {
 			return Doc{}, fmt.Errorf("unit %s: unexpected dropins or mask", u.Name)
 		}
@@ -204,6 +215,8 @@ type CloudConfig struct {
 	WriteFiles        []WriteFile `yaml:"write_files"`
 	RunCmd            [][]string  `yaml:"runcmd"`
 	SSHAuthorizedKeys []string    `yaml:"ssh_authorized_keys"`
+	// Other is every other key (a user's cloud-config merged in).
+	Other map[string]any `yaml:",inline"`
 }
 
 // WriteFile is one write_files entry.
@@ -241,8 +254,11 @@ func CloudInit(userData []byte) (Doc, error) {
 	}
 	var d Doc
 	for _, wf := range cc.WriteFiles {
-		if wf.Permissions == "" || wf.Owner == "" {
-			return Doc{}, fmt.Errorf("write_files %s: permissions and owner must be explicit", wf.Path)
+		if wf.Permissions == "" {
+			return Doc{}, fmt.Errorf("write_files %s: permissions must be explicit", wf.Path)
+		}
+		if wf.Owner == "" {
+			wf.Owner = "root:root" // cloud-init's default
 		}
 		mode, err := strconv.ParseUint(wf.Permissions, 8, 32)
 		if err != nil {
@@ -283,10 +299,14 @@ func CloudInit(userData []byte) (Doc, error) {
 			d.Enabled = append(d.Enabled, cmd[3])
 		case len(cmd) == 3 && cmd[0] == "systemctl" && cmd[1] == "try-restart":
 			d.Restarted = append(d.Restarted, cmd[2])
+		case len(d.Enabled) > 0:
+			// After kubestrap's: a user's own.
+			d.Commands = append(d.Commands, cmd)
 		default:
 			return Doc{}, fmt.Errorf("unexpected runcmd %q", cmd)
 		}
 	}
+	d.Other = cc.Other
 	if len(cc.SSHAuthorizedKeys) > 0 {
 		d.SSHKeys = map[string][]string{"": cc.SSHAuthorizedKeys}
 	}
