@@ -42,7 +42,7 @@ func TestNodesJoin(t *testing.T) {
 	requireE2E(t)
 	ks := buildKubestrap(t, t.TempDir())
 	for _, mode := range tokenModes(t) {
-		t.Run(mode+"-tokens", func(t *testing.T) { runIsolated(t, ks, mode) })
+		t.Run(mode+"-tokens", func(t *testing.T) { runIsolated(t, "TestNodesJoin", envKubestrap+"="+ks, envTokenMode+"="+mode) })
 	}
 }
 

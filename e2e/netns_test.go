@@ -38,15 +38,16 @@ const (
 )
 
 // runIsolated runs this test binary again in a new network namespace, for
-// one token mode, its output indented under this test's.
-func runIsolated(t *testing.T, ks, mode string) {
-	args := []string{"--net", "--", os.Args[0], "-test.run=^TestNodesJoin$", "-test.v=true", "-test.count=1"}
+// the top-level test named test only, with env (KEY=value) added to its
+// environment, its output indented under this test's.
+func runIsolated(t *testing.T, test string, env ...string) {
+	args := []string{"--net", "--", os.Args[0], "-test.run=^" + test + "$", "-test.v=true", "-test.count=1"}
 	if d, ok := t.Deadline(); ok {
 		// Leave the outer run time to report.
 		args = append(args, "-test.timeout="+(time.Until(d)-30*time.Second).Round(time.Second).String())
 	}
 	cmd := exec.Command("unshare", args...)
-	cmd.Env = append(os.Environ(), envInner+"=1", envKubestrap+"="+ks, envTokenMode+"="+mode)
+	cmd.Env = append(append(os.Environ(), envInner+"=1"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	r, w := io.Pipe()
 	cmd.Stdout, cmd.Stderr = w, w

@@ -24,6 +24,8 @@ const (
 	kubeletConfigPath       = "/etc/kubernetes/kubelet.config.json"
 	kubeletKubeconfigPath   = "/etc/kubernetes/kubelet.kubeconfig"
 	unitPath                = "/etc/systemd/system/kubelet.service"
+	dropInPath              = "/etc/systemd/system/kubelet.service.d/99-kubestrap.conf"
+	hostnamePath            = "/etc/hostname"
 	kubeletDir              = "/var/lib/kubelet"
 	clientCertPath          = "/var/lib/kubelet/pki/kubelet-client-current.pem"
 	// kubeletBinary is kubelet.binary in the cluster file: on the node
@@ -69,6 +71,8 @@ func (h *harness) seedImage(n *node) {
 	}
 	writeFile(h.t, n.path("etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	writeFile(h.t, n.path("etc/group"), []byte("root:x:0:\n"), 0o644)
+	// A bind target for cloud-init's namespace, which the documents rewrite.
+	writeFile(h.t, n.path("etc/hostname"), []byte("localhost\n"), 0o644)
 	writeFile(h.t, n.path(kubeletBinary), nil, 0o755)
 }
 
@@ -124,7 +128,9 @@ func (h *harness) applyIgnition(n *node, config string) {
 // itself with the unit's ExecStart.
 func (h *harness) applyCloudInit(n *node, userData string) {
 	h.t.Helper()
-	binds := []string{"/etc/kubernetes", "/etc/systemd/system", "/var/lib", "/var/log", "/run"}
+	// /etc/hostname too: write_files writes it, and without the bind it
+	// would rename the host.
+	binds := []string{"/etc/kubernetes", "/etc/systemd/system", "/etc/hostname", "/var/lib", "/var/log", "/run"}
 	h.run(n.name+"-cloud-init", h.nodeCommand(n, binds, nil,
 		"cloud-init", "--file", userData, "single", "--name", "write_files", "--frequency", "always"))
 
@@ -173,6 +179,8 @@ func (h *harness) checkLaidDown(n *node, cp *controlPlane) {
 		bootstrapKubeconfigPath: 0o600,
 		kubeletConfigPath:       0o644,
 		unitPath:                0o644,
+		dropInPath:              0o644,
+		hostnamePath:            0o644,
 		kubeletDir:              fs.ModeDir | 0o700,
 	} {
 		fi, err := os.Stat(n.path(p))
@@ -182,6 +190,9 @@ func (h *harness) checkLaidDown(n *node, cp *controlPlane) {
 		if got := fi.Mode() & (fs.ModeDir | fs.ModePerm); got != want {
 			h.t.Errorf("%s (via %s): %s has mode %v, want %v", n.name, n.via, p, got, want)
 		}
+	}
+	if got, err := os.ReadFile(n.path(hostnamePath)); err != nil || string(got) != n.name+"\n" {
+		h.t.Errorf("%s (via %s): %s holds %q (%v), want the node's name", n.name, n.via, hostnamePath, got, err)
 	}
 	if n.via == viaIgnition {
 		// Ignition enables units through a systemd preset.
@@ -215,7 +226,7 @@ func (h *harness) checkLaidDown(n *node, cp *controlPlane) {
 // is bind-mounted at kubelet.binary.
 func (h *harness) startKubelet(n *node) {
 	h.t.Helper()
-	argv, err := execStart(n.path(unitPath))
+	argv, err := execStart(n.path(unitPath), n.path(dropInPath))
 	if err != nil {
 		h.t.Fatalf("%s: %v", n.name, err)
 	}

@@ -13,30 +13,37 @@ import (
 	"github.com/coreos/go-systemd/v22/unit"
 )
 
-// execStart reads a unit file and returns its one ExecStart= command line
-// as the argv systemd would run.
-func execStart(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	opts, err := unit.DeserializeOptions(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
+// execStart reads a unit file and its drop-ins, in the order systemd
+// applies them, and returns the one ExecStart= command line they leave, as
+// the argv systemd would run: an empty ExecStart= drops those before it.
+func execStart(paths ...string) ([]string, error) {
 	var values []string
-	for _, o := range opts {
-		if o.Section == "Service" && o.Name == "ExecStart" {
-			values = append(values, o.Value)
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		opts, err := unit.DeserializeOptions(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, o := range opts {
+			if o.Section == "Service" && o.Name == "ExecStart" {
+				if o.Value == "" {
+					values = nil
+				} else {
+					values = append(values, o.Value)
+				}
+			}
 		}
 	}
 	if len(values) != 1 {
-		return nil, fmt.Errorf("%s: want one ExecStart= in [Service], found %d", path, len(values))
+		return nil, fmt.Errorf("%s: want one ExecStart= in [Service], found %d", strings.Join(paths, ", "), len(values))
 	}
 	argv, err := execArgv(values[0])
 	if err != nil {
-		return nil, fmt.Errorf("%s: ExecStart: %w", path, err)
+		return nil, fmt.Errorf("%s: ExecStart: %w", strings.Join(paths, ", "), err)
 	}
 	return argv, nil
 }
