@@ -223,7 +223,7 @@ func TestStockUserData(t *testing.T) {
       addresses:
         - 10.0.0.5/24
       routes:
-        - to: default
+        - to: 0.0.0.0/0
           via: 10.0.0.1
       nameservers:
         addresses:
@@ -232,4 +232,44 @@ func TestStockUserData(t *testing.T) {
 	if string(nc) != want {
 		t.Errorf("network-config:\n%s\nwant\n%s", nc, want)
 	}
+	// cloud-init's own network parser reads it and renders what the node
+	// would run: with a MAC only, netplan's config (Ubuntu) matching by
+	// MAC; with an interface name too, networkd's (Debian) for that name.
+	rendered := netConvert(t, nc, "netplan", "etc/netplan/50-cloud-init.yaml")
+	for _, line := range []string{"macaddress: '52:54:00:12:34:56'", "- 10.0.0.5/24", "to: 0.0.0.0/0", "via: 10.0.0.1", "- 10.0.0.2"} {
+		if !strings.Contains(rendered, line) {
+			t.Errorf("cloud-init rendered no %q:\n%s", line, rendered)
+		}
+	}
+	a.Network.Interface = "eth0"
+	if nc, err = cloudinit.NetworkConfig(a); err != nil {
+		t.Fatal(err)
+	}
+	rendered = netConvert(t, nc, "networkd", "etc/systemd/network/10-cloud-init-eth0.network")
+	for _, line := range []string{"MACAddress=52:54:00:12:34:56", "Name=eth0", "Address=10.0.0.5/24", "Gateway=10.0.0.1", "DNS=10.0.0.2"} {
+		if !strings.Contains(rendered, line) {
+			t.Errorf("cloud-init rendered no %s:\n%s", line, rendered)
+		}
+	}
+}
+
+// netConvert has the real cloud-init parse a network-config and render it
+// for Debian with renderer, and returns the file it wrote at rel.
+func netConvert(t *testing.T, nc []byte, renderer, rel string) string {
+	t.Helper()
+	tool := sample.Tool(t, "cloud-init", "")
+	dir := t.TempDir()
+	p := filepath.Join(dir, "network-config")
+	if err := os.WriteFile(p, nc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tool, "devel", "net-convert", "-p", p, "-k", "yaml", "-d", filepath.Join(dir, "out"), "-D", "debian", "-O", renderer).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cloud-init devel net-convert: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "out", rel))
+	if err != nil {
+		t.Fatalf("cloud-init rendered no %s: %v", rel, err)
+	}
+	return string(data)
 }

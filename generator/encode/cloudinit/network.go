@@ -3,6 +3,7 @@ package cloudinit
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 
 	"gopkg.in/yaml.v3"
 
@@ -56,19 +57,27 @@ func NetworkConfig(a render.Assets) ([]byte, error) {
 	var nc networkConfig
 	nc.Network.Version = 2
 	e := ethernet{Addresses: n.Addresses}
-	// By MAC where known: interface names differ between images.
-	id := "kubestrap0"
-	switch {
-	case n.MAC != "":
+	// By MAC where known: interface names differ between images. The id is
+	// the interface's name when the user gave one: cloud-init's renderers
+	// take it as the name (its ENI renderer renames the MAC's interface to
+	// it, its networkd renderer matches on it), netplan's only as a label.
+	id := n.Interface
+	if id == "" {
+		id = "kubestrap0"
+	}
+	if n.MAC != "" {
 		e.Match = &match{MACAddress: n.MAC}
-		if n.Interface != "" {
-			e.SetName = n.Interface
-		}
-	default:
-		id = n.Interface
+		e.SetName = n.Interface
 	}
 	if n.Gateway != "" {
-		e.Routes = []route{{To: "default", Via: n.Gateway}}
+		// The default route as a prefix: netplan takes "default" too, but
+		// cloud-init before 23.x refuses it ("Address default is not a
+		// valid ip address").
+		to := "0.0.0.0/0"
+		if gw, err := netip.ParseAddr(n.Gateway); err == nil && gw.Is6() {
+			to = "::/0"
+		}
+		e.Routes = []route{{To: to, Via: n.Gateway}}
 	}
 	if len(n.DNS) > 0 {
 		e.Nameservers = &nameservers{Addresses: n.DNS}
