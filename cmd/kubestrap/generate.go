@@ -264,8 +264,8 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 			return usageError{err}
 		}
 	default:
-		if o.formatSet && o.ignition || o.butane || o.variantSet {
-			return usagef("os %s boots with cloud-init, not Ignition: --format %s, --variant and --butane do not apply", c.OS, formatIgnition)
+		if o.formatSet && o.ignition || o.butane || o.variantSet || o.ign.Version != "" {
+			return usagef("os %s boots with cloud-init, not Ignition: --format %s, --variant, --butane-version and --butane do not apply", c.OS, formatIgnition)
 		}
 		o.ignition, o.cloudInit = false, true
 	}
@@ -276,16 +276,24 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 // file's extras, then the flags'. Each is checked here, before any token
 // exists; whether it touches what kubestrap writes is checked per node.
 func (o *generateOptions) additions(c *model.Cluster, stderr io.Writer) ([]*ignition.Snippet, *cloudinit.UserConfig, error) {
-	files := append(slices.Clone(c.Extras.Butane), o.snippets...)
-	cloudConfig := c.Extras.CloudConfig
-	if o.cloudConfig != "" {
-		cloudConfig = o.cloudConfig
+	// The flags' additions need their document; the cluster file's apply
+	// to whichever documents this run writes.
+	if len(o.snippets) > 0 && !o.ignition {
+		return nil, nil, usagef("--snippet %s: Butane snippets need the ignition format", strings.Join(o.snippets, ", "))
 	}
-	if len(files) > 0 && !o.ignition {
-		return nil, nil, usagef("Butane snippets (%s) need the ignition format", strings.Join(files, ", "))
+	if o.cloudConfig != "" && !o.cloudInit {
+		return nil, nil, usagef("--cloud-config %s: a cloud-config needs the cloud-init format", o.cloudConfig)
 	}
-	if cloudConfig != "" && !o.cloudInit {
-		return nil, nil, usagef("%s: a cloud-config needs the cloud-init format", cloudConfig)
+	var files []string
+	if o.ignition {
+		files = append(slices.Clone(c.Extras.Butane), o.snippets...)
+	}
+	var cloudConfig string
+	if o.cloudInit {
+		cloudConfig = c.Extras.CloudConfig
+		if o.cloudConfig != "" {
+			cloudConfig = o.cloudConfig
+		}
 	}
 	var snippets []*ignition.Snippet
 	for _, f := range files {

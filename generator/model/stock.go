@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -60,7 +61,8 @@ func checkStock(c *Cluster, r *report) {
 	}
 	checkSSHKeys(r, "sshAuthorizedKeys", c.SSHAuthorizedKeys)
 	checkExtras(c, r)
-	cluster := checkInstall(r, "kubelet.install", c.Kubelet.Install)
+	checkCgroupDriver(r, "kubelet.config", c.Kubelet.Config)
+	cluster := checkInstall(r, "kubelet.install", c.OS, c.Kubelet.Install)
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
 		p := indexPath("nodes", i)
@@ -70,11 +72,11 @@ func checkStock(c *Cluster, r *report) {
 			r.addf(p+".arch", "%s is not a supported arch (amd64, arm64)", quote(n.Arch))
 		}
 		checkSSHKeys(r, p+".sshAuthorizedKeys", n.SSHAuthorizedKeys)
-		checkNetwork(r, p, n)
+		checkCgroupDriver(r, p+".kubelet.config", n.Kubelet.Config)
 		inst, instPath := c.Kubelet.Install, "kubelet.install"
 		if n.Kubelet.Install != nil {
 			inst, instPath = n.Kubelet.Install, p+".kubelet.install"
-			if !checkInstall(r, instPath, inst) {
+			if !checkInstall(r, instPath, c.OS, inst) {
 				continue
 			}
 		} else if !cluster {
@@ -83,12 +85,12 @@ func checkStock(c *Cluster, r *report) {
 		if !ok || r.isBad(p+".arch") {
 			continue
 		}
-		n.binary, n.fetch = resolveInstall(r, c, info, instPath, inst, n.Arch)
+		n.binary, n.fetch = resolveInstall(r, c, info, instPath, inst, n)
 	}
 }
 
 // checkInstall checks one install block's own fields; false if it is bad.
-func checkInstall(r *report, p string, in *Install) bool {
+func checkInstall(r *report, p, osName string, in *Install) bool {
 	if in == nil {
 		return true
 	}
@@ -105,6 +107,11 @@ func checkInstall(r *report, p string, in *Install) bool {
 			r.addf(p, "the hash goes with what it verifies: under sysext")
 		}
 		checkSource(r, p+".sysext", in.Sysext.URL, in.Sysext.SHA256, in.Sysext.SHA512)
+		if osName != "" && osName != "flatcar" {
+			// Its extension-release names Flatcar: systemd-sysext on
+			// another OS refuses to merge it, and the node has no kubelet.
+			r.addf(p+".sysext", "Flatcar's kubernetes sysext is for os flatcar, not %s: give url (the kubelet binary)", osName)
+		}
 	}
 	return r.count() == before
 }
@@ -117,8 +124,11 @@ func checkSource(r *report, p, raw string, sha256, sha512 Digests) {
 	switch {
 	case raw == "":
 		r.addf(p+".url", "required")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
+	case err != nil || !strings.HasPrefix(raw, "http://") && !strings.HasPrefix(raw, "https://") || u.Host == "" || u.Opaque != "":
+		// Lowercase as written: the documents carry the URL as it is.
 		r.addf(p+".url", "%s must be an http:// or https:// URL", quote(raw))
+	case !validPort(u.Port()):
+		r.addf(p+".url", "%s has an invalid port", quote(raw))
 	case u.User != nil:
 		r.addf(p+".url", "%s must not carry credentials: it is in every node's document", quote(raw))
 	case u.Fragment != "":
@@ -167,10 +177,11 @@ func sortedKeys(m Digests) []string {
 }
 
 // resolveInstall is the node's kubelet path and what it fetches.
-func resolveInstall(r *report, c *Cluster, info OSInfo, p string, in *Install, arch string) (string, []Fetch) {
+func resolveInstall(r *report, c *Cluster, info OSInfo, p string, in *Install, n *Node) (string, []Fetch) {
 	if in == nil {
 		return c.Kubelet.Binary, nil
 	}
+	arch := n.Arch
 	fill := strings.NewReplacer("{version}", c.KubernetesVersion, "{arch}", arch, "{sysextArch}", sysextArch(arch))
 	digest := func(p string, sha256, sha512 Digests) (string, bool) {
 		alg, ds := "sha256", sha256
@@ -182,7 +193,7 @@ func resolveInstall(r *report, c *Cluster, info OSInfo, p string, in *Install, a
 			d, ok = ds[AnyArch]
 		}
 		if !ok {
-			r.addf(p+"."+alg, "has no digest for arch %s, which a node uses", arch)
+			r.addf(p+"."+alg, "has no digest for arch %s, which node %s uses", arch, n.Name)
 			return "", false
 		}
 		return alg + "-" + strings.ToLower(d), true
@@ -193,11 +204,11 @@ func resolveInstall(r *report, c *Cluster, info OSInfo, p string, in *Install, a
 			return "", nil
 		}
 		image := fmt.Sprintf("%s/kubernetes-%s-%s.raw", SysextDir, c.KubernetesVersion, sysextArch(arch))
-		binary := SysextKubelet
-		if c.kubeletBinaryGiven {
-			binary = c.Kubelet.Binary
+		if c.kubeletBinaryGiven && c.Kubelet.Binary != SysextKubelet {
+			r.addf("kubelet.binary", "%s: with a sysext the kubelet is the extension's, %s", c.Kubelet.Binary, SysextKubelet)
+			return "", nil
 		}
-		return binary, []Fetch{{Path: image, Mode: 0o644, URL: fill.Replace(in.Sysext.URL), Hash: h, Link: SysextLink, Sysext: true}}
+		return SysextKubelet, []Fetch{{Path: image, Mode: 0o644, URL: fill.Replace(in.Sysext.URL), Hash: h, Link: SysextLink, Sysext: true}}
 	}
 	h, ok := digest(p, in.SHA256, in.SHA512)
 	if !ok {
@@ -206,8 +217,25 @@ func resolveInstall(r *report, c *Cluster, info OSInfo, p string, in *Install, a
 	binary := path.Join(info.InstallDir, "kubelet")
 	if c.kubeletBinaryGiven {
 		binary = c.Kubelet.Binary
+		if info.Ignition != "" && (binary == "/usr" || strings.HasPrefix(binary, "/usr/")) {
+			r.addf("kubelet.binary", "%s: /usr is read-only on %s, so nothing can be installed there; leave kubelet.binary out (%s) or pick a writable path", binary, c.OS, path.Join(info.InstallDir, "kubelet"))
+			return "", nil
+		}
 	}
 	return binary, []Fetch{{Path: binary, Mode: 0o755, URL: fill.Replace(in.URL), Hash: h}}
+}
+
+// checkCgroupDriver refuses a cgroupDriver the kubelet does not know: the
+// container runtime's config is written to match it.
+func checkCgroupDriver(r *report, p string, config map[string]any) {
+	v, ok := config["cgroupDriver"]
+	if !ok {
+		return
+	}
+	// Not a string: decoding it as a KubeletConfiguration says so.
+	if d, ok := v.(string); ok && d != "systemd" && d != "cgroupfs" {
+		r.addf(p+".cgroupDriver", "%s is not a cgroup driver: want systemd or cgroupfs", quote(d))
+	}
 }
 
 // checkSSHKeys checks that each entry looks like one authorized_keys line.
@@ -227,10 +255,22 @@ func checkSSHKeys(r *report, p string, keys []string) {
 }
 
 func checkExtras(c *Cluster, r *report) {
+	exists := func(p, f string) {
+		if fi, err := os.Stat(f); err != nil {
+			r.addf(p, "%v", err)
+		} else if !fi.Mode().IsRegular() {
+			r.addf(p, "%s is not a regular file", f)
+		}
+	}
 	for i, f := range c.Extras.Butane {
 		if f == "" {
 			r.addf(indexPath("extras.butane", i), "is empty: want a Butane file")
+			continue
 		}
+		exists(indexPath("extras.butane", i), f)
+	}
+	if f := c.Extras.CloudConfig; f != "" {
+		exists("extras.cloudConfig", f)
 	}
 }
 
@@ -240,6 +280,7 @@ func checkNetwork(r *report, p string, n *Node) {
 	if nw == nil {
 		return
 	}
+	nodePath := p
 	p += ".network"
 	if nw.MAC != "" {
 		hw, err := net.ParseMAC(nw.MAC)
@@ -260,22 +301,27 @@ func checkNetwork(r *report, p string, n *Node) {
 	if len(nw.Addresses) == 0 {
 		r.addf(p+".addresses", "at least one address like 10.0.0.5/24 is required")
 	}
-	var first netip.Addr
+	first := -1
 	var prefixes []netip.Prefix
 	for i, s := range nw.Addresses {
+		f := indexPath(p+".addresses", i)
 		pf, err := netip.ParsePrefix(s)
-		if err != nil || pf.Addr().Zone() != "" {
-			r.addf(indexPath(p+".addresses", i), "%s is not an address with its prefix length like 10.0.0.5/24", quote(s))
+		a := pf.Addr()
+		switch {
+		case err != nil || a.Zone() != "":
+			r.addf(f, "%s is not an address with its prefix length like 10.0.0.5/24", quote(s))
 			continue
-		}
-		if pf.Addr() == pf.Masked().Addr() && pf.Bits() < pf.Addr().BitLen()-1 {
-			r.addf(indexPath(p+".addresses", i), "%s is a network address; give the node's own address in it", quote(s))
+		case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() && a.Is4():
+			r.addf(f, "%s cannot be a node's address", a)
+			continue
+		case a == pf.Masked().Addr() && pf.Bits() < a.BitLen()-1:
+			r.addf(f, "%s is a network address; give the node's own address in it", quote(s))
 			continue
 		}
 		nw.Addresses[i] = pf.String()
 		prefixes = append(prefixes, pf)
-		if !first.IsValid() {
-			first = pf.Addr()
+		if first < 0 {
+			first = i
 		}
 	}
 	if nw.Gateway != "" {
@@ -283,7 +329,13 @@ func checkNetwork(r *report, p string, n *Node) {
 			r.addf(p+".gateway", "%s", msg)
 		} else {
 			nw.Gateway = g.String()
-			if !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(g) }) && len(prefixes) > 0 {
+			// An IPv6 gateway is often link-local (fe80::1), and an address
+			// with a host prefix (/32, /128) has its gateway on-link
+			// outside it: both are how many hosters configure servers.
+			onLink := g.IsLinkLocalUnicast() && g.Is6() || slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool {
+				return pf.Addr().Is4() == g.Is4() && (pf.Contains(g) || pf.IsSingleIP())
+			})
+			if !onLink && len(prefixes) > 0 {
 				r.addf(p+".gateway", "%s is in none of the node's address ranges", g)
 			}
 		}
@@ -298,8 +350,11 @@ func checkNetwork(r *report, p string, n *Node) {
 	if a := n.Addr(); a.IsValid() && len(prefixes) > 0 && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr() == a }) {
 		r.addf(p+".addresses", "none is the node's ip %s", a)
 	}
-	if n.IP == "" && first.IsValid() {
-		n.IP = first.String()
+	if n.IP == "" && first >= 0 {
+		// The node's ip, checked as one written out would be; its problems
+		// point at the address it came from.
+		n.IP = prefixes[0].Addr().String()
+		r.pos[nodePath+".ip"] = r.at(indexPath(p+".addresses", first))
 	}
 }
 
@@ -313,4 +368,36 @@ func isInterfaceName(s string) bool {
 		}
 	}
 	return true
+}
+
+// stockWarnings are what a stock image's settings may not do as the user
+// expects, though kubestrap cannot tell for sure.
+func stockWarnings(c *Cluster, r *report) []Warning {
+	var ws []Warning
+	info := c.OSInfo()
+	if c.OS == "flatcar" {
+		if d, _ := c.kubeletBase["cgroupDriver"].(string); d != "systemd" {
+			ws = append(ws, Warning{Pos: r.at("kubelet.config.cgroupDriver"), Msg: fmt.Sprintf(
+				"kubelet cgroupDriver %s: Flatcar's containerd uses the systemd cgroup driver, and the two must agree or pods fail to start", quote(d))})
+		}
+	}
+	if info.Ignition == "" {
+		return ws
+	}
+	// One warning, at the first such node, however many there are.
+	first, count := -1, 0
+	for i, n := range c.Nodes {
+		if n.Network != nil && len(n.fetch) > 0 {
+			if first < 0 {
+				first = i
+			}
+			count++
+		}
+	}
+	if first >= 0 {
+		ws = append(ws, Warning{Pos: r.at(indexPath("nodes", first) + ".network"), Msg: fmt.Sprintf(
+			"%d node(s) with a static network (first %s) install the kubelet: Ignition fetches it in the initramfs, before the network file it writes exists, so these machines need DHCP or ip= kernel arguments on their first boot",
+			count, c.Nodes[first].Name)})
+	}
+	return ws
 }

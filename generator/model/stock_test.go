@@ -92,7 +92,29 @@ func TestLoadStockBad(t *testing.T) {
 			`cluster.yaml:16: kubelet.install.sha256: "abc" is not a sha256 digest (64 hex digits)`},
 		{"no digest for a node's arch", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", url+"    sha256: {amd64: "+sha256A+"}\n",
 			"  ip: 172.27.129.112\n", "  ip: 172.27.129.112\n  arch: arm64\n"),
-			"kubelet.install.sha256: has no digest for arch arm64, which a node uses"},
+			"kubelet.install.sha256: has no digest for arch arm64, which node kube-node3 uses"},
+		{"cgroup driver", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  binary: /opt/k8s/bin/kubelet\n  config: {cgroupDriver: cgroupv2}\n"),
+			`cluster.yaml:15: kubelet.config.cgroupDriver: "cgroupv2" is not a cgroup driver: want systemd or cgroupfs`},
+		{"uppercase scheme", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  install:\n    url: HTTPS://x/kubelet\n    sha256: "+sha256A+"\n"),
+			`kubelet.install.url: "HTTPS://x/kubelet" must be an http:// or https:// URL`},
+		{"port", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  install:\n    url: https://x:99999/kubelet\n    sha256: "+sha256A+"\n"),
+			`kubelet.install.url: "https://x:99999/kubelet" has an invalid port`},
+		{"sysext on debian", edit(baseYAML, "kubernetesVersion: v1.37.2\n", "kubernetesVersion: v1.37.2\nos: debian\n",
+			"  binary: /opt/k8s/bin/kubelet\n", "  install:\n    sysext: {url: https://x/k.raw, sha256: "+sha256A+"}\n"),
+			"kubelet.install.sysext: Flatcar's kubernetes sysext is for os flatcar, not debian"},
+		{"binary with a sysext", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  binary: /opt/k8s/bin/kubelet\n  install:\n    sysext: {url: https://x/k.raw, sha256: "+sha256A+"}\n"),
+			"kubelet.binary: /opt/k8s/bin/kubelet: with a sysext the kubelet is the extension's, /usr/bin/kubelet"},
+		{"binary in /usr on flatcar", edit(baseYAML, "kubernetesVersion: v1.37.2\n", "kubernetesVersion: v1.37.2\nos: flatcar\n",
+			"  binary: /opt/k8s/bin/kubelet\n", "  binary: /usr/bin/kubelet\n  install:\n    url: https://x/kubelet\n    sha256: "+sha256A+"\n"),
+			"kubelet.binary: /usr/bin/kubelet: /usr is read-only on flatcar"},
+		{"network ip taken twice", edit(baseYAML, "  ip: 172.27.129.112\n", "  network: {interface: eth0, addresses: [172.27.129.105/24]}\n"),
+			"nodes[2].ip: duplicate IP 172.27.129.105 (first used by nodes[0], cluster.yaml:17)"},
+		{"network ip in serviceCIDR", edit(baseYAML, "  ip: 172.27.129.112\n", "  network: {interface: eth0, addresses: [10.254.0.9/16]}\n"),
+			"cluster.yaml:25: nodes[2].ip: 10.254.0.9 is inside serviceCIDR 10.254.0.0/16"},
+		{"network loopback", edit(baseYAML, "  ip: 172.27.129.112\n", "  network: {interface: eth0, addresses: [127.0.0.5/8]}\n"),
+			"nodes[2].network.addresses[0]: 127.0.0.5 cannot be a node's address"},
+		{"network mac of another node", edit(baseYAML, "  ip: 172.27.129.112\n", "  ip: 172.27.129.112\n  network: {mac: \"52:54:00:12:34:57\", addresses: [172.27.129.112/24]}\n"),
+			"nodes[2].network.mac: duplicate MAC 52:54:00:12:34:57 (first used by nodes[1]"},
 		{"ftp", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  install:\n    url: ftp://x/kubelet\n    sha256: "+sha256A+"\n"),
 			`kubelet.install.url: "ftp://x/kubelet" must be an http:// or https:// URL`},
 		{"credentials", edit(baseYAML, "  binary: /opt/k8s/bin/kubelet\n", "  install:\n    url: https://u:p@x/kubelet\n    sha256: "+sha256A+"\n"),
@@ -124,6 +146,34 @@ func TestLoadStockBad(t *testing.T) {
 				t.Errorf("Load: %v\nwant a problem containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestStockAccepts: hosters' static setups (a link-local IPv6 gateway, an
+// on-link gateway for a /32) load, and what kubestrap cannot check is a
+// warning.
+func TestStockAccepts(t *testing.T) {
+	yaml := edit(baseYAML, "kubernetesVersion: v1.37.2\n", "kubernetesVersion: v1.37.2\nos: flatcar\n",
+		"  binary: /opt/k8s/bin/kubelet\n", "  install:\n    url: https://x/kubelet\n    sha256: "+sha256A+"\n  config: {cgroupDriver: cgroupfs}\n",
+		"  ip: 172.27.129.111\n", "  network: {interface: eth0, addresses: [\"172.27.129.111/32\", \"2a01:4f8:1:2::5/64\"], gateway: fe80::1}\n",
+		"  ip: 172.27.129.112\n", "  network: {interface: eth0, addresses: [172.27.129.112/32], gateway: 172.27.128.1}\n")
+	inDir(t, map[string]string{"cluster.yaml": yaml})
+	c := mustLoad(t, yamlSrc)
+	if c.Nodes[1].IP != "172.27.129.111" {
+		t.Errorf("node 1 ip %q", c.Nodes[1].IP)
+	}
+	var got []string
+	for _, w := range c.Warnings {
+		got = append(got, w.String())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{
+		`cluster.yaml:18: kubelet cgroupDriver "cgroupfs": Flatcar's containerd uses the systemd cgroup driver`,
+		"2 node(s) with a static network (first kube-node2) install the kubelet",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings\n%s\nlack %q", all, want)
+		}
 	}
 }
 

@@ -69,6 +69,9 @@ func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
 	checkNodes(c, r, svc, svcOK, pod, podOK)
 	checkStock(c, r)
 	checkKubeletSettings(c, r, ver)
+	if r.count() == 0 {
+		c.Warnings = append(c.Warnings, stockWarnings(c, r)...)
+	}
 }
 
 func checkAPIServer(c *Cluster, r *report) {
@@ -253,8 +256,12 @@ func checkNodes(c *Cluster, r *report, svc netip.Prefix, svcOK bool, pod netip.P
 		n := &c.Nodes[i]
 		p := indexPath("nodes", i)
 		nc.name(i, p, n)
-		nc.ip(i, p, n)
 		nc.hwaddr(i, p, n)
+		// A static network may give the ip, which then takes every check
+		// an ip written out does.
+		checkNetwork(r, p, n)
+		nc.networkMAC(i, p, n)
+		nc.ip(i, p, n)
 		checkLabels(r, p+".labels", n.Labels)
 	}
 }
@@ -330,6 +337,19 @@ func (nc *nodeChecker) hwaddr(i int, p string, n *Node) {
 		return
 	}
 	nc.mac[n.MAC] = i
+}
+
+// networkMAC keeps a static network's MAC unique across nodes, as node
+// MACs are: two nodes configuring one interface is a copy-paste error.
+func (nc *nodeChecker) networkMAC(i int, p string, n *Node) {
+	if n.Network == nil || n.Network.MAC == "" || n.Network.MAC == n.MAC || nc.r.isBad(p+".network.mac") {
+		return
+	}
+	if j, dup := nc.mac[n.Network.MAC]; dup && j != i {
+		nc.r.addf(p+".network.mac", "duplicate MAC %s (first used by %s)", n.Network.MAC, nc.first(j, "mac"))
+		return
+	}
+	nc.mac[n.Network.MAC] = i
 }
 
 func checkLabels(r *report, field string, labels map[string]string) {

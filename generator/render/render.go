@@ -95,11 +95,11 @@ func New(c *model.Cluster) (*Renderer, error) {
 	}
 	r := &Renderer{cluster: c, base: base}
 	if c.OSInfo().ContainerdConfig {
-		driver, _ := base["cgroupDriver"].(string)
-		if driver == "" {
-			driver = "cgroupfs" // the kubelet's default
+		// One per driver: a node's kubelet config may change it.
+		r.shared.containerd = map[string][]byte{
+			"systemd":  containerdConfig("systemd"),
+			"cgroupfs": containerdConfig("cgroupfs"),
 		}
-		r.shared.containerd = containerdConfig(driver)
 	}
 	if err := r.prepareShared(); err != nil {
 		return nil, err
@@ -160,7 +160,17 @@ func (r *Renderer) node(n model.Node, tok token.Token, useShared bool) (Assets, 
 		SSHUser: r.cluster.OSInfo().User,
 	}
 	if r.shared.containerd != nil && runtimeUnits[config.typed.ContainerRuntimeEndpoint] == ContainerdUnit {
-		a.Files = append(a.Files, File{Path: ContainerdConfigPath, Mode: 0o644, Contents: r.shared.containerd})
+		// containerd before 2.0 cannot tell the kubelet its cgroup driver:
+		// they must be set alike, per node.
+		driver := config.typed.CgroupDriver
+		if driver == "" {
+			driver = "cgroupfs" // the kubelet's default
+		}
+		cfg, ok := r.shared.containerd[driver]
+		if !ok {
+			return Assets{}, fmt.Errorf("%s: cgroupDriver %q is neither systemd nor cgroupfs (a kubestrap bug: model.Load refuses it)", at, driver)
+		}
+		a.Files = append(a.Files, File{Path: ContainerdConfigPath, Mode: 0o644, Contents: cfg})
 		a.Restart = append(a.Restart, ContainerdUnit)
 	}
 	for _, f := range fetches {

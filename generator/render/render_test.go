@@ -464,6 +464,13 @@ func TestStockNode(t *testing.T) {
 		t.Errorf("hostname %q", h.Contents)
 	}
 
+	// A node's own cgroup driver gets its own containerd config.
+	c.Nodes[0].Kubelet.Config = map[string]any{"cgroupDriver": "cgroupfs"}
+	a, _ = renderNode(t, c)
+	if cfg := string(file(t, a, ContainerdConfigPath).Contents); !strings.Contains(cfg, "SystemdCgroup = false") {
+		t.Errorf("node with cgroupfs, containerd config:\n%s", cfg)
+	}
+
 	legacy := guideCluster(t, "legacy")
 	legacy.OS = "ubuntu"
 	a, _ = renderNode(t, legacy)

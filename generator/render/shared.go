@@ -25,8 +25,9 @@ type shared struct {
 	kubeconfig [2][]byte // around tokenMarker
 	config     kubeletConfig
 	configJSON [2][]byte // around addressMarker
-	// containerd is containerd's config, when the OS needs kubestrap's.
-	containerd []byte
+	// containerd is containerd's config by cgroup driver, when the OS
+	// needs kubestrap's.
+	containerd map[string][]byte
 }
 
 func (r *Renderer) prepareShared() error {

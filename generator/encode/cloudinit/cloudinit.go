@@ -193,9 +193,9 @@ var ownerArgs = func() string {
 // false, leaving dst in an unspecified state. a must have passed
 // layout.Check.
 func appendUserData(dst []byte, a render.Assets) ([]byte, bool) {
-	if len(a.Files)+len(a.Units)+len(a.Dirs) == 0 || len(a.SSHAuthorizedKeys) > 0 || len(a.Fetches) > 0 {
-		// yaml.v3 writes an empty mapping as "{}"; keys are quoted as
-		// yaml.v3 sees fit; Fetches are lowered by UserData first.
+	if len(a.Files)+len(a.Units)+len(a.Dirs) == 0 || len(a.SSHAuthorizedKeys) > 0 {
+		// yaml.v3 writes an empty mapping as "{}", and keys are quoted as
+		// yaml.v3 sees fit. (Fetches are lowered by UserData first.)
 		return dst, false
 	}
 	dst = append(dst, Header...)

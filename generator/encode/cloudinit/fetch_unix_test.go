@@ -14,7 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/unit"
 
@@ -54,6 +56,8 @@ func TestFetchScript(t *testing.T) {
 				return
 			}
 			w.Write(body)
+		case "/glob[1]/kubelet{x}":
+			w.Write(body)
 		case "/truncated":
 			w.Header().Set("Content-Length", "999999")
 			w.Write(body[:100])
@@ -78,6 +82,7 @@ func TestFetchScript(t *testing.T) {
 		{"truncated", "/truncated", good256, false, "download failed; " + "DEST is not installed"},
 		{"not found", "/nothing", good256, false, "404"},
 		{"unknown hash", "/kubelet", "md5-abc", false, "unknown hash"},
+		{"brackets and braces fetched as written", "/glob%5B1%5D/kubelet%7Bx%7D", good256, true, "sha256 verified"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,6 +118,77 @@ func TestFetchScript(t *testing.T) {
 				t.Errorf("second run: %v %s", err, out)
 			}
 		})
+	}
+}
+
+// TestFetchScriptReplacesAndCleansUp: a file at the path with another hash
+// is replaced, and a run killed mid-download leaves a temporary file that
+// the next run removes.
+func TestFetchScriptReplacesAndCleansUp(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	body := []byte("the real kubelet")
+	sum := sha256.Sum256(body)
+	hash := "sha256-" + hex.EncodeToString(sum[:])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			// More than curl buffers, then nothing until it is stopped.
+			w.Header().Set("Content-Length", "10000000")
+			w.Write(bytes.Repeat(body, 65536))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	script := filepath.Join(t.TempDir(), "kubestrap-fetch")
+	if err := os.WriteFile(script, cloudinit.FetchScript(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "kubelet")
+
+	cmd := exec.Command("sh", script, srv.URL+"/slow", hash, dest, "0755")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m, _ := filepath.Glob(dest + ".kubestrap-fetch.*"); len(m) > 0 {
+			if fi, err := os.Stat(m[0]); err == nil && fi.Size() > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no download in progress")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// systemd stops a unit with SIGTERM to all its processes.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	cmd.Wait()
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
+		t.Errorf("a stopped download left %v", m)
+	}
+	// What a SIGKILL (or a power cut) leaves, the next run removes.
+	if err := os.WriteFile(dest+".kubestrap-fetch.AbC123", []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(dest, []byte("an old kubelet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", script, srv.URL+"/kubelet", hash, dest, "0755").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, body) {
+		t.Errorf("%s holds %q, want the verified download", dest, got)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
+		t.Errorf("left in the directory: %v", m)
 	}
 }
 
