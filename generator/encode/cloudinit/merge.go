@@ -267,6 +267,14 @@ func checkNodes(name string, n *yaml.Node, depth int) error {
 		default:
 			return fail(n, "YAML tag %s is not supported", n.Tag)
 		}
+		// A tagged scalar must be what its tag says (!!binary 0 is not
+		// base64): the merge decodes it, and so does cloud-init.
+		if n.Kind == yaml.ScalarNode {
+			var v any
+			if err := n.Decode(&v); err != nil {
+				return fail(n, "%s %q: %v", n.ShortTag(), n.Value, strings.TrimPrefix(err.Error(), "yaml: "))
+			}
+		}
 	}
 	if n.Kind == yaml.MappingNode {
 		seen := make(map[string]int, len(n.Content)/2)
