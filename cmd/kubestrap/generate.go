@@ -30,6 +30,7 @@ import (
 const (
 	formatIgnition  = "ignition"
 	formatCloudInit = "cloud-init"
+	formatTar       = "tar"
 )
 
 const generateDescription = `Reads the cluster from a cluster file (-f) or from the guide's
@@ -107,7 +108,9 @@ func generateCommand(d deps) *cli.Command {
 			&cli.StringSliceFlag{Name: "ca-cert-hash", Usage: "trust kube-public/cluster-info's CA if it has this pin (`sha256:HEX`)", Category: "Tokens"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `DIR` (required)", Category: "Output"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an output directory that holds only what an earlier run wrote", Category: "Output"},
-			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
+			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), tar (rootfs.tar: the files a first boot lays down, for baking into an image); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
+			&cli.BoolFlag{Name: "gzip", Usage: "write user-data gzip-compressed (cloud-init decompresses it)", Category: "Output"},
+			&cli.IntFlag{Name: "max-user-data", Usage: "fail if a node's user-data, as written, is over `BYTES` (AWS: 16384)", Category: "Output"},
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT`: fcos or flatcar", Value: "fcos", Category: "Output"},
 			&cli.StringFlag{Name: "butane-version", Usage: "Butane spec `VERSION` (fcos 1.6.0 → Ignition 3.5, fcos 1.5.0 or flatcar 1.1.0 → 3.4); default: the variant's", Category: "Output"},
 			&cli.BoolFlag{Name: "butane", Usage: "also write each node's Butane source (config.bu)", Category: "Output"},
@@ -157,6 +160,9 @@ type generateOptions struct {
 	// cluster file's extras.
 	snippets    []string
 	cloudConfig string
+	tar         bool
+	gzip        bool
+	maxUserData int
 }
 
 func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
@@ -193,6 +199,8 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		variantSet:         c.IsSet("variant"),
 		snippets:           c.StringSlice("snippet"),
 		cloudConfig:        c.String("cloud-config"),
+		gzip:               c.Bool("gzip"),
+		maxUserData:        c.Int("max-user-data"),
 	}
 	if o.out == "" {
 		return o, usagef("--out DIR is required")
@@ -226,13 +234,21 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 				o.ignition = true
 			case formatCloudInit:
 				o.cloudInit = true
+			case formatTar:
+				o.tar = true
 			default:
-				return o, usagef("--format: unknown format %q (want %s or %s)", f, formatIgnition, formatCloudInit)
+				return o, usagef("--format: unknown format %q (want %s, %s or %s)", f, formatIgnition, formatCloudInit, formatTar)
 			}
 		}
 	}
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
+	}
+	if (o.gzip || o.maxUserData != 0) && !o.cloudInit {
+		return o, usagef("--gzip and --max-user-data are about user-data: they need the cloud-init format")
+	}
+	if o.maxUserData < 0 {
+		return o, usagef("--max-user-data: %d is negative", o.maxUserData)
 	}
 	if o.ignition || o.variantSet {
 		if err := o.ign.Check(); err != nil {
@@ -256,10 +272,10 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 			return usagef("--variant %s: the cluster's os is %s, whose variant is %s", o.ign.Variant, c.OS, info.Ignition)
 		}
 		o.ign.Variant = info.Ignition
-		if o.formatSet && o.cloudInit {
-			return usagef("--format %s: os %s boots with Ignition and runs no cloud-init", formatCloudInit, c.OS)
+		if o.formatSet && o.cloudInit || o.gzip || o.maxUserData != 0 {
+			return usagef("--format %s, --gzip, --max-user-data: os %s boots with Ignition and runs no cloud-init", formatCloudInit, c.OS)
 		}
-		o.ignition, o.cloudInit = true, false
+		o.ignition, o.cloudInit = !o.formatSet || o.ignition, false
 		if err := o.ign.Check(); err != nil {
 			return usageError{err}
 		}
@@ -267,7 +283,7 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 		if o.formatSet && o.ignition || o.butane || o.variantSet || o.ign.Version != "" {
 			return usagef("os %s boots with cloud-init, not Ignition: --format %s, --variant, --butane-version and --butane do not apply", c.OS, formatIgnition)
 		}
-		o.ignition, o.cloudInit = false, true
+		o.ignition, o.cloudInit = false, !o.formatSet || o.cloudInit
 	}
 	return nil
 }
@@ -391,7 +407,10 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 		encoders = append(encoders, enc)
 	}
 	if o.cloudInit {
-		encoders = append(encoders, pipeline.CloudInit(user))
+		encoders = append(encoders, pipeline.CloudInit(pipeline.CloudInitOptions{User: user, Gzip: o.gzip, MaxUserData: o.maxUserData}))
+	}
+	if o.tar {
+		encoders = append(encoders, pipeline.RootfsTar())
 	}
 	pl, err := pipeline.New(cluster, encoders...)
 	if err != nil {
@@ -507,6 +526,6 @@ func printSummary(w io.Writer, rows []pipeline.NodeResult) {
 
 // isInputError reports whether err is the user's to fix (exit 2).
 func isInputError(err error) bool {
-	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, output.ErrExists, output.ErrNotOurs},
+	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, pipeline.ErrTooBig, output.ErrExists, output.ErrNotOurs},
 		func(target error) bool { return errors.Is(err, target) })
 }

@@ -1,12 +1,16 @@
 package pipeline
 
 import (
+	"bytes"
+	"compress/gzip"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
+	"github.com/kubestrap/kubestrap/generator/encode/rootfs"
 	"github.com/kubestrap/kubestrap/generator/render"
 )
 
@@ -94,19 +98,30 @@ type snippetError struct {
 func (e snippetError) Error() string        { return e.msg }
 func (e snippetError) Is(target error) bool { return target == e.kind }
 
+// CloudInitOptions shape the NoCloud seed.
+type CloudInitOptions struct {
+	// User, if not nil, is the user's cloud-config, merged into every
+	// node's user-data.
+	User *cloudinit.UserConfig
+	// Gzip writes user-data gzip-compressed, which cloud-init decompresses
+	// itself: platforms limit user-data's size (AWS: 16,384 bytes).
+	Gzip bool
+	// MaxUserData, if not zero, is the most bytes a node's user-data may
+	// have, as written (compressed, with Gzip); more is ErrTooBig.
+	MaxUserData int
+}
+
+// ErrTooBig means a node's user-data is over CloudInitOptions.MaxUserData.
+var ErrTooBig = errors.New("user-data over the size limit")
+
 // CloudInit returns the encoder of a NoCloud seed: user-data, meta-data and,
-// for a static network, network-config. user, if not nil, is the user's
-// cloud-config, merged into every node's user-data.
-func CloudInit(user ...*cloudinit.UserConfig) Encoder {
-	e := &cloudInitEncoder{}
-	if len(user) > 0 {
-		e.user = user[0]
-	}
-	return e
+// for a static network, network-config.
+func CloudInit(o CloudInitOptions) Encoder {
+	return &cloudInitEncoder{opts: o}
 }
 
 type cloudInitEncoder struct {
-	user  *cloudinit.UserConfig
+	opts  CloudInitOptions
 	owned sync.Map // string → error, as ignitionEncoder's
 }
 
@@ -115,7 +130,7 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cloud-init: %w", err)
 	}
-	if e.user != nil {
+	if user := e.opts.User; user != nil {
 		paths, err := cloudinit.OwnedPaths(a)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cloud-init: %w", err)
@@ -123,20 +138,32 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 		key := strings.Join(paths, "\x00")
 		v, ok := e.owned.Load(key)
 		if !ok {
-			v = e.user.Owned(paths)
+			v = user.Owned(paths)
 			e.owned.Store(key, v)
 		}
 		if err, _ := v.(error); err != nil {
 			return nil, nil, err
 		}
 		// The meta-data's instance-id is the merged user-data's hash.
-		if ud, err = cloudinit.MergeUserData(ud, e.user); err != nil {
+		if ud, err = cloudinit.MergeUserData(ud, user); err != nil {
 			return nil, nil, fmt.Errorf("cloud-init: %w", err)
 		}
 	}
 	md, err := cloudinit.MetaData(a, ud)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cloud-init: %w", err)
+	}
+	if e.opts.Gzip {
+		if ud, err = gzipped(ud); err != nil {
+			return nil, nil, fmt.Errorf("cloud-init: %w", err)
+		}
+	}
+	if max := e.opts.MaxUserData; max > 0 && len(ud) > max {
+		how := ""
+		if e.opts.Gzip {
+			how = " gzip-compressed"
+		}
+		return nil, nil, fmt.Errorf("%w: node %s: user-data is %d bytes%s, over the limit of %d", ErrTooBig, a.Node, len(ud), how, max)
 	}
 	docs := []Document{{Name: UserDataName, Data: ud}, {Name: MetaDataName, Data: md}}
 	nc, err := cloudinit.NetworkConfig(a)
@@ -147,4 +174,35 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 		docs = append(docs, Document{Name: NetworkConfigName, Data: nc})
 	}
 	return docs, nil, nil
+}
+
+// gzipped is data gzip-compressed, the same bytes for the same data: no
+// name or time in the header.
+func gzipped(data []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(data); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// RootfsTar returns the encoder of rootfs.tar: the files a node's first boot
+// lays down, for baking into an image.
+func RootfsTar() Encoder { return rootfsEncoder{} }
+
+type rootfsEncoder struct{}
+
+func (rootfsEncoder) Encode(a render.Assets) ([]Document, []string, error) {
+	data, err := rootfs.Tar(a)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rootfs: %w", err)
+	}
+	return []Document{{Name: rootfs.Name, Data: data}}, nil, nil
 }

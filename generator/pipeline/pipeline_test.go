@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 	"github.com/kubestrap/kubestrap/generator/render"
 	"github.com/kubestrap/kubestrap/generator/token"
 	"github.com/kubestrap/kubestrap/internal/parseback"
+	"github.com/kubestrap/kubestrap/internal/sample"
 )
 
 // now is after the fixture CA's notBefore.
@@ -58,7 +60,7 @@ func newPipeline(t *testing.T, c *model.Cluster) *Pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(c, ign, CloudInit())
+	p, err := New(c, ign, CloudInit(CloudInitOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,4 +366,52 @@ func (s *failingSink) Commit() ([]string, error) {
 func (s *failingSink) Abort() error {
 	s.aborted = true
 	return s.DirSink.Abort()
+}
+
+// TestCloudInitGzip: gzip'd user-data is the same document once
+// decompressed, with cloud-init's own gzip reader, and the meta-data is the
+// same (its instance-id hashes the document, not its compression); a limit
+// below its size fails with both numbers.
+func TestCloudInitGzip(t *testing.T) {
+	a := sample.Assets()
+	plain, _, err := CloudInit(CloudInitOptions{}).Encode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zipped, _, err := CloudInit(CloudInitOptions{Gzip: true}).Encode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(zipped[0].Data, []byte{0x1f, 0x8b}) || len(zipped[0].Data) >= len(plain[0].Data) {
+		t.Fatalf("user-data is not gzip-compressed (%d bytes, plain %d)", len(zipped[0].Data), len(plain[0].Data))
+	}
+	if !bytes.Equal(zipped[1].Data, plain[1].Data) {
+		t.Error("meta-data differs with --gzip")
+	}
+	again, _, _ := CloudInit(CloudInitOptions{Gzip: true}).Encode(a)
+	if !bytes.Equal(again[0].Data, zipped[0].Data) {
+		t.Error("gzip output is not deterministic")
+	}
+	t.Run("cloud-init", func(t *testing.T) {
+		python := sample.CloudInitPython(t)
+		p := filepath.Join(t.TempDir(), "user-data")
+		if err := os.WriteFile(p, zipped[0].Data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(python, "-c", "import sys\nfrom cloudinit import util\nsys.stdout.write(util.decomp_gzip(open(sys.argv[1], 'rb').read(), quiet=False))", p).Output()
+		if err != nil {
+			t.Fatalf("cloud-init's decomp_gzip: %v", err)
+		}
+		if !bytes.Equal(out, plain[0].Data) {
+			t.Error("cloud-init decompresses another document")
+		}
+	})
+	limit := len(zipped[0].Data) - 1
+	_, _, err = CloudInit(CloudInitOptions{Gzip: true, MaxUserData: limit}).Encode(a)
+	if !errors.Is(err, ErrTooBig) || !strings.Contains(err.Error(), fmt.Sprintf("user-data is %d bytes gzip-compressed, over the limit of %d", limit+1, limit)) {
+		t.Errorf("limit: %v", err)
+	}
+	if _, _, err := CloudInit(CloudInitOptions{Gzip: true, MaxUserData: limit + 1}).Encode(a); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
 }

@@ -1,8 +1,11 @@
 package sample
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -38,4 +41,28 @@ func Tool(t testing.TB, name, env string) string {
 	}
 	t.Skipf("%s not found (%s): %v", name, hint, err)
 	return ""
+}
+
+// CloudInitPython is the Python that runs cloud-init (its #! line), to call
+// cloud-init's own modules.
+func CloudInitPython(t testing.TB) string {
+	t.Helper()
+	tool := Tool(t, "cloud-init", "")
+	script, err := os.ReadFile(tool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := bytes.Cut(script, []byte("\n"))
+	interp, ok := bytes.CutPrefix(first, []byte("#!"))
+	if !ok {
+		t.Fatalf("%s is not a script; cannot find its Python", tool)
+	}
+	fields := strings.Fields(string(interp))
+	if len(fields) == 0 {
+		t.Fatalf("%s has an empty #! line", tool)
+	}
+	if filepath.Base(fields[0]) == "env" && len(fields) > 1 {
+		return fields[1]
+	}
+	return fields[0]
 }

@@ -303,27 +303,7 @@ func TestCloudInitSchema(t *testing.T) {
 
 // cloudInitPython finds the interpreter cloud-init itself runs under, which
 // may not be the python3 first on PATH (pyenv and the like).
-func cloudInitPython(t *testing.T) string {
-	t.Helper()
-	tool := sample.Tool(t, "cloud-init", "")
-	script, err := os.ReadFile(tool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _, _ := bytes.Cut(script, []byte("\n"))
-	interp, ok := bytes.CutPrefix(first, []byte("#!"))
-	if !ok {
-		t.Fatalf("%s is not a script; cannot find its Python", tool)
-	}
-	fields := strings.Fields(string(interp))
-	if len(fields) == 0 {
-		t.Fatalf("%s has an empty #! line", tool)
-	}
-	if filepath.Base(fields[0]) == "env" && len(fields) > 1 {
-		return fields[1]
-	}
-	return fields[0]
-}
+func cloudInitPython(t *testing.T) string { return sample.CloudInitPython(t) }
 
 // generatedAssets returns seeded random assets made only of what UserData
 // writes without yaml.v3 (see sample.RandomAssets), many files of them, so the

@@ -34,6 +34,11 @@ func InstallUnitName(unitName string) string {
 	return strings.TrimSuffix(unitName, path.Ext(unitName)) + "-install.service"
 }
 
+// Lower is what UserData writes for a, as Assets: its Fetches turned into
+// the fetch script and install units. A root filesystem archive lays the
+// same files down.
+func Lower(a render.Assets) (render.Assets, error) { return lower(a) }
+
 // lower turns Fetches into what cloud-init can carry: the fetch script and,
 // per unit that requires files, a oneshot unit that fetches them, ordered
 // before that unit and required by it once enabled (so a failed fetch keeps
