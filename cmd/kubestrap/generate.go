@@ -18,6 +18,7 @@ import (
 	"github.com/kubestrap/kubestrap/generator/discovery"
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
+	"github.com/kubestrap/kubestrap/generator/encode/rootfs"
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/output"
 	"github.com/kubestrap/kubestrap/generator/pipeline"
@@ -106,7 +107,9 @@ func generateCommand(d deps) *cli.Command {
 			&cli.IntFlag{Name: "parallel", Usage: "at most `N` API calls in flight at once", Value: token.DefaultParallel, Category: "Tokens"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up on the cluster after this `LONG`", Value: 2 * time.Minute, Category: "Tokens"},
 			&cli.StringSliceFlag{Name: "ca-cert-hash", Usage: "trust kube-public/cluster-info's CA if it has this pin (`sha256:HEX`)", Category: "Tokens"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `DIR` (required)", Category: "Output"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `DIR` (required); - writes one node's one document to standard output (with --node and one format)", Category: "Output"},
+			&cli.StringFlag{Name: "node", Usage: "with --out -: the `NAME` of the node whose document to write", Category: "Output"},
+			&cli.StringFlag{Name: "tokens", Usage: "with --out - and --offline: a new `FILE` for the tokens' Secrets (tokens.yaml)", TakesFile: true, Category: "Output"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an output directory that holds only what an earlier run wrote", Category: "Output"},
 			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), tar (rootfs.tar: the files a first boot lays down, for baking into an image); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
 			&cli.BoolFlag{Name: "gzip", Usage: "write user-data gzip-compressed (cloud-init decompresses it)", Category: "Output"},
@@ -128,7 +131,7 @@ func generateCommand(d deps) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return generate(c.Context, o, d, c.App.ErrWriter)
+			return generate(c.Context, o, d, c.App.Writer, c.App.ErrWriter)
 		},
 	}
 }
@@ -163,6 +166,8 @@ type generateOptions struct {
 	tar         bool
 	gzip        bool
 	maxUserData int
+	// node and tokens go with out "-".
+	node, tokens string
 }
 
 func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
@@ -201,6 +206,8 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		cloudConfig:        c.String("cloud-config"),
 		gzip:               c.Bool("gzip"),
 		maxUserData:        c.Int("max-user-data"),
+		node:               c.String("node"),
+		tokens:             c.String("tokens"),
 	}
 	if o.out == "" {
 		return o, usagef("--out DIR is required")
@@ -249,6 +256,20 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 	}
 	if o.maxUserData < 0 {
 		return o, usagef("--max-user-data: %d is negative", o.maxUserData)
+	}
+	if o.out == "-" {
+		switch {
+		case o.node == "":
+			return o, usagef("--out - writes one node's document: give --node NAME")
+		case o.force || o.butane:
+			return o, usagef("--out -: --force and --butane are for an output directory")
+		case o.offline && o.tokens == "":
+			return o, usagef("--out - with --offline: give --tokens FILE for the tokens' Secrets, which must be applied before the node boots")
+		case !o.offline && o.tokens != "":
+			return o, usagef("--tokens is for --offline: with a cluster, the tokens are created there")
+		}
+	} else if o.node != "" || o.tokens != "" {
+		return o, usagef("--node and --tokens go with --out -")
 	}
 	if o.ignition || o.variantSet {
 		if err := o.ign.Check(); err != nil {
@@ -358,7 +379,7 @@ func readAddition(name string, limit int) ([]byte, error) {
 // progressThreshold is the node count from which a terminal gets a progress line.
 const progressThreshold = 50
 
-func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) error {
+func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.Writer) error {
 	var client *discovery.Client
 	if !o.offline {
 		var err error
@@ -387,6 +408,12 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	}
 	if err := o.documentsFor(cluster); err != nil {
 		return err
+	}
+	var toStdout *pipeline.StdoutSink
+	if o.out == "-" {
+		if toStdout, err = o.stdoutFor(cluster, stdout); err != nil {
+			return err
+		}
 	}
 	if !o.reuseMarginSet {
 		o.reuseMargin = token.DefaultReuseMargin(cluster.TTL())
@@ -424,12 +451,16 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 
 	// Refused input never reaches the cluster: the output is checked
 	// before any token exists.
-	stage, err := output.Begin(o.out, o.force)
-	if err != nil {
-		return err
-	}
-	for _, w := range stage.Warnings() {
-		fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
+	var sink pipeline.Sink = toStdout
+	if toStdout == nil {
+		stage, err := output.Begin(o.out, o.force)
+		if err != nil {
+			return err
+		}
+		for _, w := range stage.Warnings() {
+			fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
+		}
+		sink = pipeline.DirSink{Stage: stage}
 	}
 
 	var (
@@ -439,7 +470,11 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	)
 	if o.offline {
 		provider = &token.Offline{TTL: cluster.TTL(), Signing: cluster.Token.Signing, Now: d.now, Generate: d.generateToken}
-		summary = "apply the tokens before the nodes boot: kubectl apply -f " + filepath.Join(o.out, pipeline.TokensName)
+		tokens := filepath.Join(o.out, pipeline.TokensName)
+		if toStdout != nil {
+			tokens = o.tokens
+		}
+		summary = "apply the tokens before the nodes boot: kubectl apply -f " + tokens
 		close(checked)
 	} else {
 		provider = &token.Cluster{
@@ -456,7 +491,7 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 			clusterChecks(ctx, client.Interface, cluster.Nodes, stderr)
 		}()
 	}
-	res, err := pl.Run(ctx, cluster.Nodes, provider, pipeline.DirSink{Stage: stage})
+	res, err := pl.Run(ctx, cluster.Nodes, provider, sink)
 	<-checked
 	if err != nil {
 		return err
@@ -472,8 +507,36 @@ func generate(ctx context.Context, o generateOptions, d deps, stderr io.Writer) 
 	if !o.offline {
 		summary = fmt.Sprintf("tokens: %d created, %d reused", res.Tokens.Created, res.Tokens.Reused)
 	}
+	if toStdout != nil {
+		fmt.Fprintf(stderr, "kubestrap: wrote node %s's %s to standard output; %s\n", o.node, toStdout.Document, summary)
+		return nil
+	}
 	fmt.Fprintf(stderr, "kubestrap: wrote %d node(s) to %s; %s\n", len(res.Nodes), o.out, summary)
 	return nil
+}
+
+// stdoutFor narrows the run to --node and picks the one document --out -
+// writes.
+func (o *generateOptions) stdoutFor(c *model.Cluster, w io.Writer) (*pipeline.StdoutSink, error) {
+	var docs []string
+	if o.ignition {
+		docs = append(docs, pipeline.IgnitionName)
+	}
+	if o.cloudInit {
+		docs = append(docs, pipeline.UserDataName)
+	}
+	if o.tar {
+		docs = append(docs, rootfs.Name)
+	}
+	if len(docs) != 1 {
+		return nil, usagef("--out - writes one document, and this run makes %d (%s): give one --format", len(docs), strings.Join(docs, ", "))
+	}
+	i := slices.IndexFunc(c.Nodes, func(n model.Node) bool { return n.Name == o.node })
+	if i < 0 {
+		return nil, usagef("--node %s: no such node in the node list", o.node)
+	}
+	c.Nodes = c.Nodes[i : i+1]
+	return &pipeline.StdoutSink{W: w, Document: docs[0], Tokens: o.tokens}, nil
 }
 
 // clusterChecks warns about a cluster that lacks the bootstrapping RBAC and
@@ -526,6 +589,6 @@ func printSummary(w io.Writer, rows []pipeline.NodeResult) {
 
 // isInputError reports whether err is the user's to fix (exit 2).
 func isInputError(err error) bool {
-	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, pipeline.ErrTooBig, output.ErrExists, output.ErrNotOurs},
+	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, pipeline.ErrTooBig, output.ErrExists, output.ErrFileExists, output.ErrNotOurs},
 		func(target error) bool { return errors.Is(err, target) })
 }
