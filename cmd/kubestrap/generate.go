@@ -32,6 +32,7 @@ const (
 	formatIgnition  = "ignition"
 	formatCloudInit = "cloud-init"
 	formatTar       = "tar"
+	formatISO       = "iso"
 )
 
 const generateDescription = `Reads the cluster from a cluster file (-f) or from the guide's
@@ -111,7 +112,7 @@ func generateCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "node", Usage: "with --out -: the `NAME` of the node whose document to write", Category: "Output"},
 			&cli.StringFlag{Name: "tokens", Usage: "with --out - and --offline: a new `FILE` for the tokens' Secrets (tokens.yaml)", TakesFile: true, Category: "Output"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an output directory that holds only what an earlier run wrote", Category: "Output"},
-			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), tar (rootfs.tar: the files a first boot lays down, for baking into an image); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
+			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), iso (cidata.iso: the same NoCloud seed as an image for virt-install --disk, libvirt, Proxmox), tar (rootfs.tar: the files a first boot lays down, for baking into an image); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
 			&cli.BoolFlag{Name: "gzip", Usage: "write user-data gzip-compressed (cloud-init decompresses it)", Category: "Output"},
 			&cli.IntFlag{Name: "max-user-data", Usage: "fail if a node's user-data, as written, is over `BYTES` (AWS: 16384)", Category: "Output"},
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT`: fcos or flatcar", Value: "fcos", Category: "Output"},
@@ -163,7 +164,7 @@ type generateOptions struct {
 	// cluster file's extras.
 	snippets    []string
 	cloudConfig string
-	tar         bool
+	tar, iso    bool
 	gzip        bool
 	maxUserData int
 	// node and tokens go with out "-".
@@ -243,16 +244,18 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 				o.cloudInit = true
 			case formatTar:
 				o.tar = true
+			case formatISO:
+				o.iso = true
 			default:
-				return o, usagef("--format: unknown format %q (want %s, %s or %s)", f, formatIgnition, formatCloudInit, formatTar)
+				return o, usagef("--format: unknown format %q (want %s, %s, %s or %s)", f, formatIgnition, formatCloudInit, formatISO, formatTar)
 			}
 		}
 	}
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
 	}
-	if (o.gzip || o.maxUserData != 0) && !o.cloudInit {
-		return o, usagef("--gzip and --max-user-data are about user-data: they need the cloud-init format")
+	if (o.gzip || o.maxUserData != 0) && !o.cloudInit && !o.iso {
+		return o, usagef("--gzip and --max-user-data are about user-data: they need the cloud-init or iso format")
 	}
 	if o.maxUserData < 0 {
 		return o, usagef("--max-user-data: %d is negative", o.maxUserData)
@@ -293,8 +296,8 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 			return usagef("--variant %s: the cluster's os is %s, whose variant is %s", o.ign.Variant, c.OS, info.Ignition)
 		}
 		o.ign.Variant = info.Ignition
-		if o.formatSet && o.cloudInit || o.gzip || o.maxUserData != 0 {
-			return usagef("--format %s, --gzip, --max-user-data: os %s boots with Ignition and runs no cloud-init", formatCloudInit, c.OS)
+		if o.formatSet && (o.cloudInit || o.iso) || o.gzip || o.maxUserData != 0 {
+			return usagef("--format %s or %s, --gzip, --max-user-data: os %s boots with Ignition and runs no cloud-init", formatCloudInit, formatISO, c.OS)
 		}
 		o.ignition, o.cloudInit = !o.formatSet || o.ignition, false
 		if err := o.ign.Check(); err != nil {
@@ -318,15 +321,15 @@ func (o *generateOptions) additions(c *model.Cluster, stderr io.Writer) ([]*igni
 	if len(o.snippets) > 0 && !o.ignition {
 		return nil, nil, usagef("--snippet %s: Butane snippets need the ignition format", strings.Join(o.snippets, ", "))
 	}
-	if o.cloudConfig != "" && !o.cloudInit {
-		return nil, nil, usagef("--cloud-config %s: a cloud-config needs the cloud-init format", o.cloudConfig)
+	if o.cloudConfig != "" && !o.cloudInit && !o.iso {
+		return nil, nil, usagef("--cloud-config %s: a cloud-config needs the cloud-init or iso format", o.cloudConfig)
 	}
 	var files []string
 	if o.ignition {
 		files = append(slices.Clone(c.Extras.Butane), o.snippets...)
 	}
 	var cloudConfig string
-	if o.cloudInit {
+	if o.cloudInit || o.iso {
 		cloudConfig = c.Extras.CloudConfig
 		if o.cloudConfig != "" {
 			cloudConfig = o.cloudConfig
@@ -433,8 +436,10 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 		}
 		encoders = append(encoders, enc)
 	}
-	if o.cloudInit {
-		encoders = append(encoders, pipeline.CloudInit(pipeline.CloudInitOptions{User: user, Gzip: o.gzip, MaxUserData: o.maxUserData}))
+	if o.cloudInit || o.iso {
+		encoders = append(encoders, pipeline.CloudInit(pipeline.CloudInitOptions{
+			User: user, Gzip: o.gzip, MaxUserData: o.maxUserData, ISO: o.iso, NoFiles: !o.cloudInit,
+		}))
 	}
 	if o.tar {
 		encoders = append(encoders, pipeline.RootfsTar())
@@ -524,6 +529,9 @@ func (o *generateOptions) stdoutFor(c *model.Cluster, w io.Writer) (*pipeline.St
 	}
 	if o.cloudInit {
 		docs = append(docs, pipeline.UserDataName)
+	}
+	if o.iso {
+		docs = append(docs, pipeline.ISOName)
 	}
 	if o.tar {
 		docs = append(docs, rootfs.Name)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubestrap/kubestrap/generator/encode/cloudinit"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
+	"github.com/kubestrap/kubestrap/generator/encode/iso"
 	"github.com/kubestrap/kubestrap/generator/encode/rootfs"
 	"github.com/kubestrap/kubestrap/generator/render"
 )
@@ -109,7 +110,13 @@ type CloudInitOptions struct {
 	// MaxUserData, if not zero, is the most bytes a node's user-data may
 	// have, as written (compressed, with Gzip); more is ErrTooBig.
 	MaxUserData int
+	// ISO also writes the seed as cidata.iso, a NoCloud image, and NoFiles
+	// leaves the loose user-data, meta-data and network-config out.
+	ISO, NoFiles bool
 }
+
+// ISOName is the NoCloud seed image's file name.
+const ISOName = "cidata.iso"
 
 // ErrTooBig means a node's user-data is over CloudInitOptions.MaxUserData.
 var ErrTooBig = errors.New("user-data over the size limit")
@@ -172,6 +179,20 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 	}
 	if nc != nil {
 		docs = append(docs, Document{Name: NetworkConfigName, Data: nc})
+	}
+	if e.opts.ISO {
+		files := make([]iso.File, len(docs))
+		for i, d := range docs {
+			files[i] = iso.File{Name: d.Name, Data: d.Data}
+		}
+		img, err := iso.NoCloud(files)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cloud-init: %s: %w", ISOName, err)
+		}
+		if e.opts.NoFiles {
+			docs = nil
+		}
+		docs = append(docs, Document{Name: ISOName, Data: img})
 	}
 	return docs, nil, nil
 }
