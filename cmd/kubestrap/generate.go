@@ -33,6 +33,7 @@ const (
 	formatCloudInit = "cloud-init"
 	formatTar       = "tar"
 	formatISO       = "iso"
+	formatMatchbox  = "matchbox"
 )
 
 const generateDescription = `Reads the cluster from a cluster file (-f) or from the guide's
@@ -112,7 +113,7 @@ func generateCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "node", Usage: "with --out -: the `NAME` of the node whose document to write", Category: "Output"},
 			&cli.StringFlag{Name: "tokens", Usage: "with --out - and --offline: a new `FILE` for the tokens' Secrets (tokens.yaml)", TakesFile: true, Category: "Output"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an output directory that holds only what an earlier run wrote", Category: "Output"},
-			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), iso (cidata.iso: the same NoCloud seed as an image for virt-install --disk, libvirt, Proxmox), tar (rootfs.tar: the files a first boot lays down, for baking into an image); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
+			&cli.StringSliceFlag{Name: "format", Usage: "documents to write: ignition, cloud-init (user-data, meta-data, network-config), iso (cidata.iso: the same NoCloud seed as an image for virt-install --disk, libvirt, Proxmox), tar (rootfs.tar: the files a first boot lays down, for baking into an image), matchbox (DIR becomes matchbox's data directory: groups/, profiles/, ignition/; alone); default: what the cluster's os boots with, or ignition and cloud-init", Value: cli.NewStringSlice(formatIgnition, formatCloudInit), Category: "Output"},
 			&cli.BoolFlag{Name: "gzip", Usage: "write user-data gzip-compressed (cloud-init decompresses it)", Category: "Output"},
 			&cli.IntFlag{Name: "max-user-data", Usage: "fail if a node's user-data, as written, is over `BYTES` (AWS: 16384)", Category: "Output"},
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT`: fcos or flatcar", Value: "fcos", Category: "Output"},
@@ -165,6 +166,9 @@ type generateOptions struct {
 	snippets    []string
 	cloudConfig string
 	tar, iso    bool
+	// matchbox makes the output matchbox's data directory, and so is the
+	// run's only format.
+	matchbox    bool
 	gzip        bool
 	maxUserData int
 	// node and tokens go with out "-".
@@ -246,10 +250,22 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 				o.tar = true
 			case formatISO:
 				o.iso = true
+			case formatMatchbox:
+				o.matchbox = true
 			default:
-				return o, usagef("--format: unknown format %q (want %s, %s, %s or %s)", f, formatIgnition, formatCloudInit, formatISO, formatTar)
+				return o, usagef("--format: unknown format %q (want %s, %s, %s, %s or %s)", f, formatIgnition, formatCloudInit, formatISO, formatTar, formatMatchbox)
 			}
 		}
+	}
+	if o.matchbox {
+		if !o.formatSet || len(c.StringSlice("format")) != 1 || strings.Contains(c.StringSlice("format")[0], ",") {
+			return o, usagef("--format matchbox makes DIR matchbox's data directory: give it alone")
+		}
+		if o.out == "-" || o.butane {
+			return o, usagef("--format matchbox writes a directory of Ignition configs: --out - and --butane do not apply")
+		}
+		// Its documents are Ignition configs.
+		o.ignition = true
 	}
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
@@ -304,8 +320,8 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 			return usageError{err}
 		}
 	default:
-		if o.formatSet && o.ignition || o.butane || o.variantSet || o.ign.Version != "" {
-			return usagef("os %s boots with cloud-init, not Ignition: --format %s, --variant, --butane-version and --butane do not apply", c.OS, formatIgnition)
+		if o.formatSet && o.ignition || o.butane || o.variantSet || o.ign.Version != "" || o.matchbox {
+			return usagef("os %s boots with cloud-init, not Ignition: --format %s or %s, --variant, --butane-version and --butane do not apply", c.OS, formatIgnition, formatMatchbox)
 		}
 		o.ignition, o.cloudInit = false, !o.formatSet || o.cloudInit
 	}
@@ -456,6 +472,12 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 
 	// Refused input never reaches the cluster: the output is checked
 	// before any token exists.
+	var macs map[string]string
+	if o.matchbox {
+		if macs, err = matchboxMACs(cluster); err != nil {
+			return err
+		}
+	}
 	var sink pipeline.Sink = toStdout
 	if toStdout == nil {
 		stage, err := output.Begin(o.out, o.force)
@@ -466,6 +488,10 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 			fmt.Fprintf(stderr, "kubestrap: warning: %s\n", w)
 		}
 		sink = pipeline.DirSink{Stage: stage}
+		if o.matchbox {
+			sink = pipeline.MatchboxSink{Stage: stage, MACs: macs}
+			fmt.Fprintf(stderr, "kubestrap: warning: matchbox serves its Ignition configs, and the bootstrap tokens in them, to anyone who asks it; keep it on a provisioning network, and keep the tokens' TTL short\n")
+		}
 	}
 
 	var (
@@ -518,6 +544,29 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "kubestrap: wrote %d node(s) to %s; %s\n", len(res.Nodes), o.out, summary)
 	return nil
+}
+
+// matchboxMACs is every node's MAC (its own, or its static network's), for
+// matchbox's groups to select it by; a node without one is refused before
+// any token exists.
+func matchboxMACs(c *model.Cluster) (map[string]string, error) {
+	macs := make(map[string]string, len(c.Nodes))
+	var missing []string
+	for _, n := range c.Nodes {
+		mac := n.MAC
+		if mac == "" && n.Network != nil {
+			mac = n.Network.MAC
+		}
+		if mac == "" {
+			missing = append(missing, n.Name)
+			continue
+		}
+		macs[n.Name] = mac
+	}
+	if len(missing) > 0 {
+		return nil, usagef("--format matchbox: matchbox selects machines by MAC, and %d node(s) have none: %s", len(missing), strings.Join(missing[:min(len(missing), 10)], ", "))
+	}
+	return macs, nil
 }
 
 // stdoutFor narrows the run to --node and picks the one document --out -
