@@ -264,8 +264,16 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		if o.out == "-" || o.butane {
 			return o, usagef("--format matchbox writes a directory of Ignition configs: --out - and --butane do not apply")
 		}
-		// Its documents are Ignition configs.
+		// Its documents are Ignition configs, of a spec matchbox reads: it
+		// parses them (Ignition up to spec 3.4) and serves an empty config
+		// for one it cannot.
 		o.ignition = true
+		if o.ign.Version == "" && o.ign.Variant == ignition.VariantFCOS {
+			o.ign.Version = "1.5.0"
+		}
+		if spec := o.ign.IgnitionSpec(); spec != "" && spec > "3.4.0" {
+			return o, usagef("--format matchbox: matchbox serves Ignition up to spec 3.4.0, and --butane-version %s makes %s", o.ign.Version, spec)
+		}
 	}
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
@@ -310,6 +318,13 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 	case info.Ignition != "":
 		if o.variantSet && o.ign.Variant != info.Ignition {
 			return usagef("--variant %s: the cluster's os is %s, whose variant is %s", o.ign.Variant, c.OS, info.Ignition)
+		}
+		if o.tar {
+			return usagef("--format %s: os %s boots with Ignition; the archive holds what the cloud-init document lays down", formatTar, c.OS)
+		}
+		if o.matchbox && o.ign.Variant != info.Ignition && o.ign.Version == "1.5.0" {
+			// The version matchbox's default picked was fcos's.
+			o.ign.Version = ""
 		}
 		o.ign.Variant = info.Ignition
 		if o.formatSet && (o.cloudInit || o.iso) || o.gzip || o.maxUserData != 0 {
@@ -591,6 +606,9 @@ func (o *generateOptions) stdoutFor(c *model.Cluster, w io.Writer) (*pipeline.St
 	i := slices.IndexFunc(c.Nodes, func(n model.Node) bool { return n.Name == o.node })
 	if i < 0 {
 		return nil, usagef("--node %s: no such node in the node list", o.node)
+	}
+	if o.cloudInit && c.Nodes[i].Network != nil {
+		return nil, usagef("--out -: node %s has a static network, whose network-config would be left out: use --format iso (the whole seed) instead", o.node)
 	}
 	c.Nodes = c.Nodes[i : i+1]
 	return &pipeline.StdoutSink{W: w, Document: docs[0], Tokens: o.tokens}, nil

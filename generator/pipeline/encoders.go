@@ -121,6 +121,22 @@ const ISOName = "cidata.iso"
 // ErrTooBig means a node's user-data is over CloudInitOptions.MaxUserData.
 var ErrTooBig = errors.New("user-data over the size limit")
 
+// tooBig says by how much; it is ErrTooBig.
+type tooBig struct {
+	size, limit int
+	gzip        bool
+}
+
+func (e tooBig) Error() string {
+	how := ""
+	if e.gzip {
+		how = " gzip-compressed"
+	}
+	return fmt.Sprintf("user-data is %d bytes%s, over the limit of %d", e.size, how, e.limit)
+}
+
+func (e tooBig) Is(target error) bool { return target == ErrTooBig }
+
 // CloudInit returns the encoder of a NoCloud seed: user-data, meta-data and,
 // for a static network, network-config.
 func CloudInit(o CloudInitOptions) Encoder {
@@ -166,11 +182,7 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 		}
 	}
 	if max := e.opts.MaxUserData; max > 0 && len(ud) > max {
-		how := ""
-		if e.opts.Gzip {
-			how = " gzip-compressed"
-		}
-		return nil, nil, fmt.Errorf("%w: node %s: user-data is %d bytes%s, over the limit of %d", ErrTooBig, a.Node, len(ud), how, max)
+		return nil, nil, tooBig{size: len(ud), limit: max, gzip: e.opts.Gzip}
 	}
 	docs := []Document{{Name: UserDataName, Data: ud}, {Name: MetaDataName, Data: md}}
 	nc, err := cloudinit.NetworkConfig(a)

@@ -74,7 +74,9 @@ func (s *StdoutSink) Commit() ([]string, error) {
 	if _, err := s.W.Write(s.doc); err != nil {
 		if s.tokens != nil {
 			// Without the document they are of no use; they are ours,
-			// just written.
+			// just written. (A closed pipe usually ends the process with
+			// SIGPIPE before this: the file then stays, and is harmless
+			// until someone applies it.)
 			os.Remove(s.Tokens)
 		}
 		return nil, fmt.Errorf("writing to standard output: %w", err)

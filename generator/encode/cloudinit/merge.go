@@ -97,6 +97,47 @@ type userFile struct {
 // Name is the name the UserConfig's messages use.
 func (u *UserConfig) Name() string { return u.name }
 
+// spellNulls writes out the nulls n leaves implicit ("k:" with nothing
+// after it): yaml.v3 encodes such a node as ” inside a flow collection,
+// which would turn the user's null into an empty string.
+// Keys are left alone: a key is a plain scalar (checkNodes), which yaml.v3
+// writes back as it was.
+//
+// It also quotes the block scalars yaml.v3 does not write back as they
+// were: one with nothing but line breaks ("|+" and an empty line) comes
+// back empty. Only a block whose lines are plain text, ending in exactly
+// one line break, stays a block.
+func spellNulls(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Value == "" && n.ShortTag() == "!!null" && n.Style&yaml.TaggedStyle == 0 {
+		n.Value = "null"
+	}
+	if n.Kind == yaml.ScalarNode && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 && !plainBlock(n.Value) {
+		n.Style = n.Style&^(yaml.LiteralStyle|yaml.FoldedStyle) | yaml.DoubleQuotedStyle
+	}
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 {
+			continue
+		}
+		spellNulls(c)
+	}
+}
+
+// plainBlock reports whether v is text yaml.v3 writes as a block scalar and
+// reads back the same: lines that start and end with a visible character
+// (none empty), without tabs or carriage returns, and one final line break.
+func plainBlock(v string) bool {
+	body, ok := strings.CutSuffix(v, "\n")
+	if !ok || body == "" || strings.ContainsAny(body, "\t\r") {
+		return false
+	}
+	for line := range strings.SplitSeq(body, "\n") {
+		if line == "" || line[0] == ' ' || line[len(line)-1] == ' ' {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseUserConfig reads the user's cloud-config src, named name in
 // messages. It must begin with the #cloud-config line and be one YAML
 // mapping, of at most MaxUserConfigSize bytes, valid UTF-8 without control
@@ -157,6 +198,7 @@ func ParseUserConfig(name string, src []byte) (*UserConfig, error) {
 	if err := checkNodes(name, root, 0); err != nil {
 		return nil, err
 	}
+	spellNulls(root)
 
 	u := &UserConfig{name: name, index: map[string]int{}}
 	for i := 0; i+1 < len(root.Content); i += 2 {

@@ -3,7 +3,8 @@
 // (virt-customize --tar-in, Packer, mkosi): what the cloud-init document
 // writes, with the same modes, owned by root, and the units enabled the way
 // `systemctl enable` would (the symlinks its [Install] section asks for),
-// since no runcmd runs on a baked image.
+// since no runcmd runs on a baked image. A static network and SSH keys
+// are not in it: an image builder configures those for the image.
 package rootfs
 
 import (
@@ -37,8 +38,7 @@ type entry struct {
 // Tar returns a's files as a tar archive: parents before children, every
 // entry owned by root (uid and gid 0, names root), so that extracting it as
 // root (tar --same-owner, the default for root) gives the node's files.
-// Making it needs no privileges. Directories the assets do not name are
-// 0755, as cloud-init creates missing parents.
+// Making it needs no privileges.
 func Tar(a render.Assets) ([]byte, error) {
 	if err := layout.Check(a); err != nil {
 		return nil, fmt.Errorf("root filesystem for node %q: %w", a.Node, err)
@@ -95,17 +95,10 @@ func Tar(a render.Assets) ([]byte, error) {
 			}
 		}
 	}
-	// Every parent that is not in the assets, as cloud-init (and tar) would
-	// create it.
-	for p := range entries {
-		for d := path.Dir(p); d != "/"; d = path.Dir(d) {
-			if _, ok := entries[d]; !ok {
-				h := header(d, tar.TypeDir, 0o755)
-				h.Name += "/"
-				entries[d] = &entry{hdr: h}
-			}
-		}
-	}
+	// Parents the assets do not name are left out: tar creates a missing
+	// one itself, and an entry for /etc or /usr would reset the image's
+	// own on extraction (GNU tar restores a directory's mode, owner and
+	// time by default).
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	// Sorted by path, a parent sorts before what it holds.
