@@ -264,16 +264,8 @@ func generateOptionsFrom(c *cli.Context) (generateOptions, error) {
 		if o.out == "-" || o.butane {
 			return o, usagef("--format matchbox writes a directory of Ignition configs: --out - and --butane do not apply")
 		}
-		// Its documents are Ignition configs, of a spec matchbox reads: it
-		// parses them (Ignition up to spec 3.4) and serves an empty config
-		// for one it cannot.
+		// Its documents are Ignition configs (their spec: matchboxSpec).
 		o.ignition = true
-		if o.ign.Version == "" && o.ign.Variant == ignition.VariantFCOS {
-			o.ign.Version = "1.5.0"
-		}
-		if spec := o.ign.IgnitionSpec(); spec != "" && spec > "3.4.0" {
-			return o, usagef("--format matchbox: matchbox serves Ignition up to spec 3.4.0, and --butane-version %s makes %s", o.ign.Version, spec)
-		}
 	}
 	if o.butane && !o.ignition {
 		return o, usagef("--butane needs the ignition format")
@@ -321,10 +313,6 @@ func (o *generateOptions) documentsFor(c *model.Cluster) error {
 		}
 		if o.tar {
 			return usagef("--format %s: os %s boots with Ignition; the archive holds what the cloud-init document lays down", formatTar, c.OS)
-		}
-		if o.matchbox && o.ign.Variant != info.Ignition && o.ign.Version == "1.5.0" {
-			// The version matchbox's default picked was fcos's.
-			o.ign.Version = ""
 		}
 		o.ign.Variant = info.Ignition
 		if o.formatSet && (o.cloudInit || o.iso) || o.gzip || o.maxUserData != 0 {
@@ -443,6 +431,11 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 	if err := o.documentsFor(cluster); err != nil {
 		return err
 	}
+	if o.matchbox {
+		if err := o.matchboxSpec(); err != nil {
+			return err
+		}
+	}
 	var toStdout *pipeline.StdoutSink
 	if o.out == "-" {
 		if toStdout, err = o.stdoutFor(cluster, stdout); err != nil {
@@ -558,6 +551,19 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 		return nil
 	}
 	fmt.Fprintf(stderr, "kubestrap: wrote %d node(s) to %s; %s\n", len(res.Nodes), o.out, summary)
+	return nil
+}
+
+// matchboxSpec picks, once the variant is settled, an Ignition spec matchbox
+// reads: it parses what it serves (up to spec 3.4) and serves an empty
+// config for one it cannot.
+func (o *generateOptions) matchboxSpec() error {
+	if o.ign.Version == "" && o.ign.Variant == ignition.VariantFCOS {
+		o.ign.Version = "1.5.0"
+	}
+	if spec := o.ign.IgnitionSpec(); spec > "3.4.0" {
+		return usagef("--format matchbox: matchbox serves Ignition up to spec 3.4.0, and --butane-version %s makes %s", o.ign.Version, spec)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package model
 import (
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -150,7 +151,7 @@ func checkSource(r *report, p, raw string, sha256, sha512 Digests) {
 		digest Digests
 		size   int
 	}{{"sha256", sha256, 32}, {"sha512", sha512, 64}} {
-		for _, arch := range sortedKeys(d.digest) {
+		for _, arch := range slices.Sorted(maps.Keys(d.digest)) {
 			f := p + "." + d.field
 			if arch != AnyArch {
 				f = childPath(f, arch)
@@ -165,15 +166,6 @@ func checkSource(r *report, p, raw string, sha256, sha512 Digests) {
 			}
 		}
 	}
-}
-
-func sortedKeys(m Digests) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // resolveInstall is the node's kubelet path and what it fetches.

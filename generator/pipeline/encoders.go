@@ -35,10 +35,23 @@ type ignitionEncoder struct {
 	butane   bool
 	opts     ignition.Options
 	snippets []*ignition.Snippet
-	// owned caches whether the snippets leave alone what a node's config
-	// writes, by the list of what it writes: nodes of one cluster mostly
-	// write the same paths, so the snippets are checked once.
-	owned sync.Map // string → error
+	owned    checkCache
+}
+
+// checkCache remembers whether the user's additions leave alone what a
+// node's document writes, by the list of what it writes: nodes of one
+// cluster mostly write the same paths, so the additions are checked once.
+type checkCache struct{ m sync.Map } // string → error
+
+// check returns check()'s error for key, calling it the first time only.
+func (c *checkCache) check(key string, check func() error) error {
+	v, ok := c.m.Load(key)
+	if !ok {
+		v = check()
+		c.m.Store(key, v)
+	}
+	err, _ := v.(error)
+	return err
 }
 
 func (e *ignitionEncoder) Encode(a render.Assets) ([]Document, []string, error) {
@@ -73,21 +86,18 @@ func (e *ignitionEncoder) checkOwned(ign []byte) error {
 		return fmt.Errorf("ignition: %w", err)
 	}
 	key := strings.Join(paths, "\x00") + "\x01" + strings.Join(units, "\x00")
-	if v, ok := e.owned.Load(key); ok {
-		err, _ := v.(error)
-		return err
-	}
-	var errs []string
-	for _, s := range e.snippets {
-		if err := s.Owned(paths, units); err != nil {
-			errs = append(errs, err.Error())
+	return e.owned.check(key, func() error {
+		var errs []string
+		for _, s := range e.snippets {
+			if err := s.Owned(paths, units); err != nil {
+				errs = append(errs, err.Error())
+			}
 		}
-	}
-	if len(errs) > 0 {
-		err = snippetError{strings.Join(errs, "\n"), ignition.ErrSnippet}
-	}
-	e.owned.Store(key, err)
-	return err
+		if len(errs) > 0 {
+			return snippetError{strings.Join(errs, "\n"), ignition.ErrSnippet}
+		}
+		return nil
+	})
 }
 
 // snippetError keeps every snippet's problems and what they wrap.
@@ -145,7 +155,7 @@ func CloudInit(o CloudInitOptions) Encoder {
 
 type cloudInitEncoder struct {
 	opts  CloudInitOptions
-	owned sync.Map // string → error, as ignitionEncoder's
+	owned checkCache
 }
 
 func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error) {
@@ -158,13 +168,7 @@ func (e *cloudInitEncoder) Encode(a render.Assets) ([]Document, []string, error)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cloud-init: %w", err)
 		}
-		key := strings.Join(paths, "\x00")
-		v, ok := e.owned.Load(key)
-		if !ok {
-			v = user.Owned(paths)
-			e.owned.Store(key, v)
-		}
-		if err, _ := v.(error); err != nil {
+		if err := e.owned.check(strings.Join(paths, "\x00"), func() error { return user.Owned(paths) }); err != nil {
 			return nil, nil, err
 		}
 		// The meta-data's instance-id is the merged user-data's hash.

@@ -30,10 +30,6 @@ var ErrUserConfig = errors.New("invalid user cloud-config")
 // node's user-data: anything larger is a mistake, not a config.
 const MaxUserConfigSize = 1 << 20
 
-// HostnamePath is kubestrap's on every node: cloud-init writes it from
-// meta-data's local-hostname, the node name the kubelet registers as.
-const HostnamePath = "/etc/hostname"
-
 // UserConfigError is one problem with a user's cloud-config, at a line of
 // it (Line 0 when it is about the whole document).
 type UserConfigError struct {
@@ -431,7 +427,7 @@ func OwnedPaths(a render.Assets) ([]string, error) {
 }
 
 // Owned refuses write_files entries that would replace what kubestrap
-// writes: one at any of paths (compared cleaned) or HostnamePath, or at a
+// writes: one at any of paths or render.HostnamePath (layout.Claims), or at a
 // directory that holds one of them. Drop-ins for kubestrap's units
 // (/etc/systemd/system/kubelet.service.d/...) are not among the paths, and
 // are allowed. The error lists every such entry, each as "name:LINE:
@@ -441,24 +437,13 @@ func (u *UserConfig) Owned(paths []string) error {
 	if len(u.files) == 0 {
 		return nil
 	}
-	owned := make(map[string]bool, len(paths)+1)
-	parents := map[string]string{}
-	for _, p := range append([]string{HostnamePath}, paths...) {
-		p = path.Clean(p)
-		owned[p] = true
-		for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
-			if _, ok := parents[d]; ok {
-				break
-			}
-			parents[d] = p
-		}
-	}
+	claims := layout.NewClaims(paths...)
 	var errs []error
 	for _, f := range u.files {
 		at := fmt.Sprintf("write_files[%d].path: %s", f.index, f.path)
-		if owned[f.path] {
+		if claims.Claimed(f.path) {
 			errs = append(errs, &UserConfigError{Name: u.name, Line: f.line, Msg: at + " is written by kubestrap"})
-		} else if under, ok := parents[f.path]; ok {
+		} else if under, ok := claims.Holds(f.path); ok {
 			errs = append(errs, &UserConfigError{Name: u.name, Line: f.line, Msg: at + " would replace the directory kubestrap writes " + under + " in"})
 		}
 	}

@@ -45,10 +45,6 @@ var ErrSnippet = errors.New("invalid Ignition snippet")
 // node's config, so anything much larger is a mistake rather than a config.
 const MaxSnippetSize = 1 << 20
 
-// HostnamePath is owned by kubestrap on every node, whether or not the
-// node's Assets write it: the node name is the kubelet's identity.
-const HostnamePath = "/etc/hostname"
-
 // Snippet is a user's Butane config, translated once per run for the run's
 // Options and ready to merge into each node's config with MergeInto. It is
 // read-only after NewSnippet, so one Snippet may be merged into many nodes
@@ -407,7 +403,7 @@ func OwnedPaths(ign []byte) (paths, units []string, err error) {
 
 // Owned refuses a snippet that would change what kubestrap writes, given
 // the paths (files and directories) and unit names kubestrap writes, plus
-// HostnamePath, which it always owns. Ignition's merge would let the snippet
+// render.HostnamePath, which it always owns (layout.Claims). Ignition's merge would let the snippet
 // win, silently replacing a kubeconfig or a unit. Refused are:
 //
 //   - a file, directory or link at one of those paths, or at the path of one
@@ -422,33 +418,18 @@ func OwnedPaths(ign []byte) (paths, units []string, err error) {
 // Errors wrap ErrSnippet and list every problem, each with the snippet's
 // name and, where Butane's sugar did not make the entry up, its line.
 func (s *Snippet) Owned(paths, units []string) error {
-	owned := make(map[string]bool, len(paths)+len(units)+1)
-	parents := map[string]string{}
-	own := func(p string) {
-		p = path.Clean(p)
-		owned[p] = true
-		for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
-			if _, ok := parents[d]; ok {
-				break
-			}
-			parents[d] = p
-		}
-	}
-	own(HostnamePath)
-	for _, p := range paths {
-		own(p)
-	}
 	ownedUnits := make(map[string]bool, len(units))
 	for _, u := range units {
 		ownedUnits[u] = true
-		own(layout.UnitPath(u))
+		paths = append(paths, layout.UnitPath(u))
 	}
+	claims := layout.NewClaims(paths...)
 
 	var problems []string
 	for _, w := range s.writes {
-		if owned[w.path] {
+		if claims.Claimed(w.path) {
 			problems = append(problems, fmt.Sprintf("%s: %s %s is written by kubestrap", w.at, w.kind, w.path))
-		} else if under, ok := parents[w.path]; ok && w.kind != "directory" {
+		} else if under, ok := claims.Holds(w.path); ok && w.kind != "directory" {
 			problems = append(problems, fmt.Sprintf("%s: %s %s would replace the directory kubestrap writes %s in", w.at, w.kind, w.path, under))
 		}
 	}
@@ -456,11 +437,11 @@ func (s *Snippet) Owned(paths, units []string) error {
 		if ownedUnits[u.name] && len(u.sets) > 0 {
 			problems = append(problems, fmt.Sprintf("%s: unit %s is written and enabled by kubestrap; a snippet may add drop-ins to it but not set its %s",
 				u.at, u.name, strings.Join(u.sets, ", ")))
-		} else if p := layout.UnitPath(u.name); !ownedUnits[u.name] && owned[path.Clean(p)] && slices.Contains(u.sets, "contents") {
+		} else if p := layout.UnitPath(u.name); !ownedUnits[u.name] && claims.Claimed(p) && slices.Contains(u.sets, "contents") {
 			problems = append(problems, fmt.Sprintf("%s: unit %s would be written to %s, which kubestrap writes", u.at, u.name, p))
 		}
 		for _, d := range u.dropins {
-			if p := path.Join(render.UnitDir, u.name+".d", d); owned[p] {
+			if p := path.Join(render.UnitDir, u.name+".d", d); claims.Claimed(p) {
 				problems = append(problems, fmt.Sprintf("%s: drop-in %s of unit %s would be written to %s, which kubestrap writes", u.at, d, u.name, p))
 			}
 		}

@@ -49,7 +49,7 @@ func Tar(a render.Assets) ([]byte, error) {
 	}
 	entries := map[string]*entry{}
 	add := func(p string, e *entry) error {
-		if prev, ok := entries[p]; ok && !(prev.hdr.Typeflag == tar.TypeDir && e.hdr.Typeflag == tar.TypeDir) {
+		if _, ok := entries[p]; ok {
 			return fmt.Errorf("root filesystem for node %q: %s written twice", a.Node, p)
 		}
 		entries[p] = e
