@@ -144,9 +144,15 @@ type Node struct {
 	// IP is optional (DHCP, autoscaling): without it the kubelet picks its
 	// address and listens on all interfaces. With a static network and no
 	// ip, it is the network's first address.
-	IP   string `yaml:"ip"`
-	MAC  string `yaml:"mac"`
-	Arch string `yaml:"arch"` // amd64 (default) or arm64
+	IP  string `yaml:"ip"`
+	MAC string `yaml:"mac"`
+	// UUID, Serial and Hostname identify the machine to `serve` as its
+	// firmware or DHCP tells them (iPXE's ${uuid}, ${serial},
+	// ${hostname}), besides its MAC.
+	UUID     string `yaml:"uuid"`
+	Serial   string `yaml:"serial"`
+	Hostname string `yaml:"hostname"`
+	Arch     string `yaml:"arch"` // amd64 (default) or arm64
 	// SSHAuthorizedKeys come after the cluster's.
 	SSHAuthorizedKeys []string          `yaml:"sshAuthorizedKeys"`
 	Network           *Network          `yaml:"network"`

@@ -241,6 +241,8 @@ type nodeChecker struct {
 	podOK      bool
 	names, mac map[string]int
 	ips        map[netip.Addr]int
+	// ids holds each uuid, serial and hostname seen, by field.
+	ids map[string]map[string]int
 }
 
 func checkNodes(c *Cluster, r *report, svc netip.Prefix, svcOK bool, pod netip.Prefix, podOK bool) {
@@ -257,6 +259,7 @@ func checkNodes(c *Cluster, r *report, svc netip.Prefix, svcOK bool, pod netip.P
 		p := indexPath("nodes", i)
 		nc.name(i, p, n)
 		nc.hwaddr(i, p, n)
+		nc.identity(i, p, n)
 		// A static network may give the ip, which then takes every check
 		// an ip written out does.
 		checkNetwork(r, p, n)

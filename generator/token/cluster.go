@@ -369,6 +369,11 @@ type existingTokens struct {
 func (ex existingTokens) committed(node string) []corev1.Secret {
 	var out []corev1.Secret
 	for _, s := range ex.byNode[node] {
+		if s.Labels[LabelSource] == SourceServe {
+			// In the document of one boot, which the next boot's request
+			// deletes: never another run's to hand out.
+			continue
+		}
 		run := s.Labels[LabelRun]
 		if _, ok := ex.markers[run]; run == "" || ok {
 			out = append(out, s)
