@@ -146,13 +146,30 @@ func (m *machine) ignitionOS() {
 	writeFile(m.h.t, m.path("/etc/machine-id"), []byte("uninitialized\n"), 0o444)
 }
 
-// usesCloudInit reports whether cloud-init will run: seeded and not disabled.
+// usesCloudInit reports whether cloud-init will run: seeded (locally, or
+// from a seedfrom URL: seedNoCloudNet) and not disabled.
 func (m *machine) usesCloudInit() bool {
 	if _, err := os.Stat(m.path("/etc/cloud/cloud-init.disabled")); err == nil {
 		return false
 	}
-	_, err := os.Stat(m.path("/var/lib/cloud/seed/nocloud/meta-data"))
-	return err == nil
+	for _, seed := range []string{"/var/lib/cloud/seed/nocloud/meta-data", seedFromConfig} {
+		if _, err := os.Stat(m.path(seed)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// seedFromConfig is where seedNoCloudNet points cloud-init at its seed.
+const seedFromConfig = "/etc/cloud/cloud.cfg.d/99-kubestrap-seed.cfg"
+
+// seedNoCloudNet has cloud-init fetch its NoCloud seed from url (ending in
+// "/"), as the kernel argument ds=nocloud;s=URL would: under nspawn the
+// kernel command line is the host's, so it goes in cloud-init's own
+// configuration, as the only datasource.
+func (m *machine) seedNoCloudNet(url string) {
+	m.h.t.Helper()
+	writeFile(m.h.t, m.path(seedFromConfig), []byte("datasource_list: [NoCloud]\ndatasource:\n  NoCloud:\n    seedfrom: "+url+"\n"), 0o644)
 }
 
 // bootScript runs as nspawn's parent in a private mount namespace: it joins

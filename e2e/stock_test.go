@@ -101,6 +101,9 @@ nodes:
   {{- if .IP}}
   ip: {{.IP}}
   {{- end}}
+  {{- if .MAC}}
+  mac: "{{.MAC}}"
+  {{- end}}
   kubelet:
     config: {port: {{.Port}}, healthzPort: {{.HealthzPort}}}
     {{- if .BadHash}}
@@ -112,7 +115,9 @@ nodes:
 `
 
 type stockNode struct {
-	Name, IP          string
+	Name, IP string
+	// MAC, if set, is what `serve` knows the machine by.
+	MAC               string
 	Port, HealthzPort int
 	// BadHash, if set, is the node's own install with a wrong sha256.
 	BadHash string
