@@ -12,6 +12,10 @@
 #            (kubeadm token create + 4 kubectl config + sed) on 20 nodes, a
 #            bare client-go loop creating 1,000 token Secrets (the floor),
 #            and `kubestrap generate` for 1,000 nodes, 16 calls in flight.
+#   serve:   on a fresh control plane (e2e/bench_serve_test.go): 1,000
+#            machines asking `kubestrap serve` for their Ignition at once,
+#            against the floor's creates with serve's concurrency; and the
+#            iPXE endpoints' requests/s against a bare net/http server.
 #
 # Needs what the e2e test needs (root, e2e/tools/build.sh's binaries) plus
 # kubeadm and kubectl, which this script builds into the same cache.
@@ -99,12 +103,18 @@ live=$(cd e2e && KUBESTRAP_E2E=1 KUBESTRAP_BENCH=1 KUBESTRAP_BENCH_FLOOR="$work/
 	KUBESTRAP_BENCH_KUBEADM="$kubeadm" KUBESTRAP_BENCH_KUBECTL="$kubectl" \
 	go test -count=1 -v -run '^TestBenchLive$' -timeout 30m . | tee "$work/live.log" | sed -n 's/^BENCH //p')
 eval "$live"
+echo "== serve (e2e control plane)" >&2
+served=$(cd e2e && KUBESTRAP_E2E=1 KUBESTRAP_BENCH=1 KUBESTRAP_BENCH_FLOOR="$work/floor" \
+	go test -count=1 -v -run '^TestBenchServe$' -timeout 30m . | tee "$work/serve.log" | sed -n 's/^BENCH //p')
+eval "$served"
 
 report=$(
 	awk -v w10="$w10" -v r10="$r10" -v w20="$w20" -v r20="$r20" \
 		-v g20="$g20" -v c20="$c20" \
 		-v gn="$guide_nodes" -v gs="$guide_seconds" -v fn="$floor_nodes" -v fs="$floor_seconds" \
-		-v ln="$live_nodes" -v ls="$live_seconds" 'BEGIN {
+		-v ln="$live_nodes" -v ls="$live_seconds" \
+		-v sm="$storm_machines" -v sp="$storm_parallel" -v sf="$storm_floor_seconds" -v ss="$storm_seconds" \
+		-v p50="$storm_p50_ms" -v p99="$storm_p99_ms" -v hf="$http_floor_rps" -v hb="$bootipxe_rps" -v hi="$ipxe_rps" 'BEGIN {
 	ok = "meets"; bad = "MISSES"
 	printf "| figure | value | compared with | ratio | target |\n|---|---|---|---|---|\n"
 	printf "| offline, 10,000 nodes | %.2f s wall, %.0f MB peak RSS | target 5 s, 512 MB | | %s |\n", w10, r10/1024, (w10 <= 5 && r10 <= 524288) ? ok : bad
@@ -114,6 +124,9 @@ report=$(
 	printf "| floor: bare client-go creates, %d Secrets | %.3f s, %.0f per second | | | |\n", fn, fs, fn/fs
 	printf "| kubestrap generate, %d nodes | %.3f s, %.0f nodes per second, %.2f ms per node | floor | %.0f%% of its throughput | %s (≥ 70%%) |\n", ln, ls, ln/ls, ls*1000/ln, 100*(ln/ls)/(fn/fs), ((ln/ls)/(fn/fs) >= 0.7) ? ok : bad
 	printf "| kubestrap generate, per node | %.2f ms | guide loop, %.1f ms | %.0fx faster | %s (≥ 100x) |\n", ls*1000/ln, gs*1000/gn, (gs/gn)/(ls/ln), ((gs/gn)/(ls/ln) >= 100) ? ok : bad
+	printf "| serve: PXE storm, %d machines at once | %.3f s, p50 %d ms, p99 %d ms | floor: %d creates, %d in flight, %.3f s | %.2fx | %s (≤ 1.3x) |\n", sm, ss, p50, p99, sm, sp, sf, ss/sf, (ss/sf <= 1.3) ? ok : bad
+	printf "| serve: /boot.ipxe, loopback | %.0f requests/s | bare net/http, same script and load: %.0f/s | %.0f%% | %s (≥ 5,000/s) |\n", hb, hf, 100*hb/hf, (hb >= 5000) ? ok : bad
+	printf "| serve: /ipxe, loopback | %.0f requests/s | bare net/http: %.0f/s | %.0f%% | %s (≥ 5,000/s) |\n", hi, hf, 100*hi/hf, (hi >= 5000) ? ok : bad
 }')
 echo "$report"
 
@@ -145,6 +158,16 @@ $report
     and registered nodes, creating the tokens and writing every document (to tmpfs: on
     this disk, ext4 mounted with discard, file creation swings by seconds after earlier
     runs' deletes, which would drown the API comparison; the offline figures are on disk).
+- **serve**, on a fresh e2e control plane (\`e2e/bench_serve_test.go\`):
+  - the storm: \`kubestrap serve --parallel $storm_parallel\` for $storm_machines nodes; as many
+    machines, each on its own connection, released at one instant, each GETs its
+    \`/ignition?mac=…\` (a token created, the node's earlier ones looked up, the config
+    rendered); the time until the last answer, and each machine's latency for p50/p99.
+    The floor is \`bench/floor\` creating as many token Secrets with as many in flight as
+    serve mints at once, on the same control plane just before;
+  - \`/boot.ipxe\` and \`/ipxe?mac=…\` (no token): 32 keep-alive clients for 3 s on
+    loopback, against \`bench/floor -http\`, a bare net/http server answering the same
+    script, under the same load. Every request is logged by serve (JSON, to a file).
 MD
 echo "wrote BENCHMARKS.md" >&2
 

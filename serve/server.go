@@ -52,8 +52,13 @@ type Options struct {
 	// DefaultRate and DefaultBurst.
 	Rate  rate.Limit
 	Burst int
-	// MintTimeout bounds one token's minting; zero means DefaultMintTimeout.
+	// MintTimeout bounds one token's minting, the wait for a turn
+	// included; zero means DefaultMintTimeout.
 	MintTimeout time.Duration
+	// MaxInFlight bounds the mints under way at once, so a storm of boots
+	// queues here rather than at the API server; zero means
+	// DefaultMaxInFlight.
+	MaxInFlight int
 	// RetryAfter is what a 503 or 429 tells the machine to wait; zero
 	// means DefaultRetryAfter.
 	RetryAfter time.Duration
@@ -72,6 +77,7 @@ const (
 	DefaultBurst       = 5
 	DefaultMintTimeout = 15 * time.Second
 	DefaultRetryAfter  = 10 * time.Second
+	DefaultMaxInFlight = 64
 )
 
 // placeholderToken renders what carries no token (meta-data,
@@ -86,7 +92,9 @@ type Server struct {
 	nodes    []model.Node
 	limiters []*rate.Limiter
 	// locks serialise one node's mints in this replica.
-	locks   []sync.Mutex
+	locks []sync.Mutex
+	// turns holds one entry per mint under way.
+	turns   chan struct{}
 	m       *metrics
 	mux     *http.ServeMux
 	noToken token.Token
@@ -108,6 +116,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.RetryAfter == 0 {
 		o.RetryAfter = DefaultRetryAfter
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.URL != "" {
 		u, err := url.Parse(o.URL)
@@ -136,6 +147,7 @@ func New(o Options) (*Server, error) {
 		s.limiters[i] = rate.NewLimiter(o.Rate, o.Burst)
 	}
 	s.locks = make([]sync.Mutex, len(s.nodes))
+	s.turns = make(chan struct{}, o.MaxInFlight)
 	if s.m, err = newMetrics(o.Registry); err != nil {
 		return nil, err
 	}
@@ -325,7 +337,14 @@ func (s *Server) document(ctx context.Context, p *pipeline.Pipeline, i int, name
 	defer s.locks[i].Unlock()
 	ctx, cancel := context.WithTimeout(ctx, s.o.MintTimeout)
 	defer cancel()
+	select {
+	case s.turns <- struct{}{}:
+	case <-ctx.Done():
+		s.m.mintFailures.Inc()
+		return &reply{status: http.StatusServiceUnavailable, node: n.Name, why: "no turn to mint within the timeout", err: ctx.Err()}
+	}
 	minted, err := s.o.Tokens.Mint(ctx, n.Name)
+	<-s.turns
 	if err != nil {
 		s.m.mintFailures.Inc()
 		status := http.StatusInternalServerError

@@ -2,12 +2,17 @@
 // loop that creates N bootstrap-token Secrets with the same concurrency and
 // client settings as `kubestrap generate`, and nothing else. It prints the
 // wall time of the creates, then deletes what it made (not timed).
+//
+// With -http ADDR it is instead the floor of `serve`'s iPXE endpoints: a
+// bare net/http server answering every request with the same fixed script,
+// until killed.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -25,7 +30,17 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "admin kubeconfig")
 	count := flag.Int("count", 1000, "Secrets to create")
 	parallel := flag.Int("parallel", 16, "creates in flight (kubestrap's --parallel default)")
+	httpAddr := flag.String("http", "", "serve a fixed iPXE script on this address instead")
 	flag.Parse()
+	if *httpAddr != "" {
+		body := []byte("#!ipxe\nchain ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}&hostname=${hostname:uristring}\n")
+		err := http.ListenAndServe(*httpAddr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write(body)
+		}))
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
 	if err := run(*kubeconfig, *count, *parallel); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)

@@ -70,6 +70,7 @@ func serveCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "the certificate's key `FILE` (PEM)", TakesFile: true, Category: "Server"},
 			&cli.BoolFlag{Name: "match-source-ip", Usage: "answer a node that has an ip only when the request comes from it", Category: "Server"},
 			&cli.Float64Flag{Name: "node-rate", Usage: "token requests per minute each node may make, after a burst", Value: float64(serve.DefaultRate) * 60, Category: "Server"},
+			&cli.IntFlag{Name: "parallel", Usage: "at most `N` tokens minted at once; more requests wait their turn", Value: serve.DefaultMaxInFlight, Category: "Server"},
 			&cli.IntFlag{Name: "node-burst", Usage: "token requests a node may make at once", Value: serve.DefaultBurst, Category: "Server"},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of the logs on stderr: json or text", Value: "json", Category: "Server"},
 		},
@@ -103,6 +104,8 @@ func runServe(c *cli.Context, d deps) error {
 		return usagef("--tls-cert and --tls-key go together")
 	case c.Float64("node-rate") <= 0 || c.Int("node-burst") < 1:
 		return usagef("--node-rate must be positive and --node-burst at least 1")
+	case c.Int("parallel") < 1 || c.Int("parallel") > 1024:
+		return usagef("--parallel: %d is not between 1 and 1024", c.Int("parallel"))
 	}
 	log, err := newLogger(c.String("log-format"), stderr)
 	if err != nil {
@@ -122,7 +125,8 @@ func runServe(c *cli.Context, d deps) error {
 		}
 		cert = &kp
 	}
-	client, err := discovery.NewClient(c.String("kubeconfig"), token.DefaultParallel)
+	// Each mint is two API calls (create, list), and more to retire.
+	client, err := discovery.NewClient(c.String("kubeconfig"), 2*c.Int("parallel"))
 	if err != nil {
 		if errors.Is(err, discovery.ErrNoKubeconfig) {
 			return usageError{err}
@@ -155,7 +159,7 @@ func runServe(c *cli.Context, d deps) error {
 	}
 	opts := serve.Options{
 		Cluster: cluster, Profile: profile, URL: c.String("url"), MatchSourceIP: c.Bool("match-source-ip"),
-		Rate: rate.Limit(c.Float64("node-rate") / 60), Burst: c.Int("node-burst"), Log: log,
+		Rate: rate.Limit(c.Float64("node-rate") / 60), Burst: c.Int("node-burst"), MaxInFlight: c.Int("parallel"), Log: log,
 		Registry: prometheus.NewRegistry(),
 	}
 	if o.ignition {
