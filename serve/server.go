@@ -391,7 +391,11 @@ func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) *reply {
 	base := s.base(r)
 	// The node's own key, normalized: nothing the machine sent reaches
 	// the script.
-	q := url.Values{which[0]: {which[1]}}.Encode()
+	q := which[0] + "=" + which[1]
+	if which[0] != keyMAC && which[0] != keyUUID {
+		// Normalized MACs and UUIDs are plain; a serial may hold & or %.
+		q = which[0] + "=" + url.QueryEscape(which[1])
+	}
 	id := n.MAC
 	if id == "" {
 		id = which[1]

@@ -25,6 +25,10 @@ func (nc *nodeChecker) identity(i int, p string, n *Node) {
 		u, err := uuid.Parse(n.UUID)
 		if err != nil || len(n.UUID) != 36 {
 			nc.r.addf(f, "%s is not a UUID like 4c4c4544-0037-3010-8030-b7c04f4e4e32", quote(n.UUID))
+		} else if u == uuid.Nil || u == uuid.Max {
+			// What firmware reports when it has no UUID: every such
+			// machine would be this node.
+			nc.r.addf(f, "%s is the UUID firmware reports when it has none: it names no one machine", quote(n.UUID))
 		} else {
 			n.UUID = u.String()
 			nc.unique(i, f, "uuid", n.UUID)

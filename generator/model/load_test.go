@@ -211,6 +211,8 @@ func badCases() []badCase {
 			`  mac: "52:54:00:12:34:56"`, `  mac: "52:54:00:12:34:56"`+"\n  uuid: 4C4C4544-0037-3010-8030-B7C04F4E4E32"),
 			`  mac: "52:54:00:12:34:57"`, `  mac: "52:54:00:12:34:57"`+"\n  uuid: 4c4c4544-0037-3010-8030-b7c04f4e4e32"),
 			`cluster.yaml:25: nodes[1].uuid: duplicate uuid "4c4c4544-0037-3010-8030-b7c04f4e4e32" (first used by nodes[0], cluster.yaml:19)`),
+		yamlCase("nil uuid", edit(baseYAML, `  mac: "52:54:00:12:34:56"`, `  mac: "52:54:00:12:34:56"`+"\n  uuid: 00000000-0000-0000-0000-000000000000"),
+			`cluster.yaml:19: nodes[0].uuid: "00000000-0000-0000-0000-000000000000" is the UUID firmware reports when it has none: it names no one machine`),
 		yamlCase("serial with a space", edit(baseYAML, "  ip: 172.27.129.112", "  ip: 172.27.129.112\n  serial: \"SN 1\""),
 			`cluster.yaml:26: nodes[2].serial: "SN 1" is not a serial number: at most 64 printable ASCII characters without spaces`),
 		yamlCase("duplicate hostname", edit(edit(baseYAML, "  ip: 172.27.129.112", "  ip: 172.27.129.112\n  hostname: Rack1-A."),
