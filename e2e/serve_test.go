@@ -141,7 +141,10 @@ func sorted(s ...string) []string { slices.Sort(s); return s }
 func (h *harness) startServe(ks *kubestrap, cp *controlPlane, name, clusterFile string, args ...string) string {
 	h.t.Helper()
 	addr := fmt.Sprintf("%s:%d", apiserverIP, freePort(h, apiserverIP))
-	argv := append([]string{"serve", "--kubeconfig", cp.adminKubeconfig, "-f", clusterFile, "--listen", addr}, args...)
+	argv := append([]string{"serve", "-f", clusterFile, "--listen", addr}, args...)
+	if !slices.Contains(args, "--kubeconfig") {
+		argv = append(argv, "--kubeconfig", cp.adminKubeconfig)
+	}
 	p := h.start(name, exec.Command(ks.path, argv...))
 	url := "http://" + addr
 	h.waitFor(name+" ready (/readyz)", time.Minute, []*proc{p, cp.apiserver}, func(ctx context.Context) (bool, string) {
@@ -255,7 +258,11 @@ func (h *harness) serveStormOutage(ks *kubestrap, cp *controlPlane) {
 		fmt.Fprintf(&nodes, "- name: storm-%03d\n  mac: \"52:54:00:6e:%02x:%02x\"\n", i, i/256, i%256)
 	}
 	writeFile(h.t, h.path("storm-nodes.yaml"), []byte(nodes.String()), 0o644)
-	url := h.startServe(ks, cp, "serve-storm", h.path("serve-ignition.yaml"), "--nodes", h.path("storm-nodes.yaml"))
+	// As the account deploy/serve/ gives it, with exactly its rights.
+	kubeconfig := h.serveAccountKubeconfig(cp)
+	h.checkServeAccountConfined(kubeconfig)
+	url := h.startServe(ks, cp, "serve-storm", h.path("serve-ignition.yaml"), "--nodes", h.path("storm-nodes.yaml"),
+		"--kubeconfig", kubeconfig, "--namespace", "kubestrap")
 
 	type result struct {
 		code       int
@@ -343,6 +350,13 @@ func (h *harness) serveStormOutage(ks *kubestrap, cp *controlPlane) {
 	}
 	h.t.Logf("storm of %d machines, API server killed after %d answers: %d documents (each token exists), %d × 503 with Retry-After",
 		machines, killAfter, counts[http.StatusOK], counts[http.StatusServiceUnavailable])
+	// A machine served in the storm asks again, under the account's
+	// rights: its storm token is deleted, by name, through the policy.
+	again := h.fetchToken(url + "/ignition?mac=52:54:00:6e:00:00")
+	if ids := h.serveTokens("storm-000"); !slices.Equal(ids, []string{again}) {
+		h.t.Errorf("storm-000 has tokens %v after asking again, want only %s (its storm token was %s)", ids, again, results[0].id)
+	}
+	h.t.Logf("storm-000 asked again as serve's account: token %s deleted, %s the only one", results[0].id, again)
 	metrics := lastMatching(string(func() []byte { _, _, b := httpGet(h, url+"/metrics"); return b }()), `kubestrap_serve_tokens_minted_total`)
 	h.t.Logf("serve-storm /metrics: %s", metrics)
 }

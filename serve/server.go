@@ -122,7 +122,10 @@ func New(o Options) (*Server, error) {
 	}
 	if o.URL != "" {
 		u, err := url.Parse(o.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		// url.Parse refuses control characters but not a space, which
+		// would split the kernel line of /ipxe's script.
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+			strings.ContainsRune(o.URL, ' ') {
 			return nil, fmt.Errorf("serve: URL %q is not an http or https base URL", o.URL)
 		}
 		o.URL = strings.TrimSuffix(o.URL, "/")
@@ -207,6 +210,9 @@ func (s *Server) route(pattern, endpoint string, h func(http.ResponseWriter, *ht
 		if rep.secret || rep.status != http.StatusOK {
 			hdr.Set("Cache-Control", "no-store")
 		}
+		if rep.status == http.StatusMethodNotAllowed {
+			hdr.Set("Allow", http.MethodGet)
+		}
 		if rep.status == http.StatusServiceUnavailable || rep.status == http.StatusTooManyRequests {
 			hdr.Set("Retry-After", strconv.Itoa(int(s.o.RetryAfter/time.Second)))
 		}
@@ -280,7 +286,7 @@ func (s *Server) ignition(w http.ResponseWriter, r *http.Request) *reply {
 	if rep != nil {
 		return rep
 	}
-	return s.document(r.Context(), s.ign, i, pipeline.IgnitionName, "application/vnd.coreos.ignition+json")
+	return s.document(r, s.ign, i, pipeline.IgnitionName, "application/vnd.coreos.ignition+json")
 }
 
 func (s *Server) nocloud(w http.ResponseWriter, r *http.Request) *reply {
@@ -301,7 +307,7 @@ func (s *Server) nocloud(w http.ResponseWriter, r *http.Request) *reply {
 	n := s.nodes[i]
 	switch file {
 	case pipeline.UserDataName:
-		return s.document(r.Context(), s.ci, i, file, "text/plain; charset=utf-8")
+		return s.document(r, s.ci, i, file, "text/plain; charset=utf-8")
 	case "vendor-data":
 		// cloud-init asks; kubestrap has none.
 		return &reply{status: http.StatusOK, body: []byte{}, node: n.Name}
@@ -326,8 +332,13 @@ func (s *Server) nocloud(w http.ResponseWriter, r *http.Request) *reply {
 }
 
 // document mints node i's token and renders its document name.
-func (s *Server) document(ctx context.Context, p *pipeline.Pipeline, i int, name, contentType string) *reply {
+func (s *Server) document(r *http.Request, p *pipeline.Pipeline, i int, name, contentType string) *reply {
 	n := s.nodes[i]
+	if r.Method != http.MethodGet {
+		// A HEAD would mint a token for a document nobody receives.
+		return &reply{status: http.StatusMethodNotAllowed, node: n.Name, why: "a document that holds a token is for GET only"}
+	}
+	ctx := r.Context()
 	if !s.limiters[i].Allow() {
 		return &reply{status: http.StatusTooManyRequests, node: n.Name, why: "the node's token requests are over the rate limit"}
 	}
@@ -348,7 +359,7 @@ func (s *Server) document(ctx context.Context, p *pipeline.Pipeline, i int, name
 	if err != nil {
 		s.m.mintFailures.Inc()
 		status := http.StatusInternalServerError
-		if token.Unavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+		if token.Unavailable(err) || errors.Is(err, token.ErrContended) || errors.Is(err, context.DeadlineExceeded) {
 			status = http.StatusServiceUnavailable
 		}
 		return &reply{status: status, node: n.Name, why: "no token", err: err}
@@ -421,7 +432,10 @@ func (s *Server) base(r *http.Request) string {
 	// plain host[:port] is used.
 	host := r.Host
 	if !plainHost(host) {
-		host = r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		host = "localhost"
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			host = a.String()
+		}
 	}
 	return scheme + "://" + host
 }

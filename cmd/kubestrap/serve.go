@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/time/rate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 
 	"github.com/kubestrap/kubestrap/generator/discovery"
@@ -63,6 +66,7 @@ func serveCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "boot-profile", Usage: "`FILE` with the kernel, initrds and arguments /ipxe boots (see examples/boot-profiles)", TakesFile: true, Category: "Inputs"},
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT` when the cluster names no os: fcos or flatcar", Value: "fcos", Category: "Inputs"},
 			&cli.StringFlag{Name: "kubeconfig", Usage: "admin kubeconfig `FILE` (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)", TakesFile: true, Category: "Tokens"},
+			&cli.StringFlag{Name: "namespace", Usage: "`NAMESPACE` of the boot records, one ConfigMap per node saying which token is its current one", DefaultText: "the pod's own in a cluster, else kube-system", Category: "Tokens"},
 			&cli.DurationFlag{Name: "token-ttl", Usage: "lifetime of a token minted for one boot", Value: time.Hour, Category: "Tokens"},
 			&cli.StringFlag{Name: "listen", Usage: "`ADDR:PORT` to listen on", Value: ":8080", Category: "Server"},
 			&cli.StringFlag{Name: "url", Usage: "`URL` machines reach this server at, for the URLs /ipxe hands on (default: the request's Host)", Category: "Server"},
@@ -125,7 +129,8 @@ func runServe(c *cli.Context, d deps) error {
 		}
 		cert = &kp
 	}
-	// Each mint is two API calls (create, list), and more to retire.
+	// Each mint is a create, a get and a create or update of the node's
+	// boot record, and a delete.
 	client, err := discovery.NewClient(c.String("kubeconfig"), 2*c.Int("parallel"))
 	if err != nil {
 		if errors.Is(err, discovery.ErrNoKubeconfig) {
@@ -177,7 +182,11 @@ func runServe(c *cli.Context, d deps) error {
 	if err != nil {
 		return err
 	}
-	opts.Tokens = &token.Boot{Client: client.Interface, TTL: cluster.TTL(), Signing: cluster.Token.Signing, Used: used.Used, Now: d.now, Generate: d.generateToken}
+	ns := c.String("namespace")
+	if ns == "" {
+		ns = podNamespace()
+	}
+	opts.Tokens = &token.Boot{Client: client.Interface, Namespace: ns, TTL: cluster.TTL(), Signing: cluster.Token.Signing, Used: used.Used, Now: d.now, Generate: d.generateToken}
 	opts.Ready = func(ctx context.Context) error {
 		if !used.HasSynced() {
 			return errors.New("the CSR informer has not synced")
@@ -230,7 +239,7 @@ func runServe(c *cli.Context, d deps) error {
 		log.Warn("serving without TLS: documents and their tokens cross the network in clear")
 	}
 	log.Info("serving", "address", scheme+"://"+ln.Addr().String(), "nodes", len(cluster.Nodes), "os", cluster.OS,
-		"ignition", o.ignition, "cloud_init", o.cloudInit, "ipxe", profile != nil, "token_ttl", cluster.TTL().String())
+		"boot_records", ns, "ignition", o.ignition, "cloud_init", o.cloudInit, "ipxe", profile != nil, "token_ttl", cluster.TTL().String())
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -249,6 +258,16 @@ func runServe(c *cli.Context, d deps) error {
 		return err
 	}
 	return nil
+}
+
+// podNamespace is the namespace of the pod serve runs in, or kube-system
+// outside a cluster.
+func podNamespace() string {
+	data, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if ns := strings.TrimSpace(string(data)); err == nil && ns != "" {
+		return ns
+	}
+	return metav1.NamespaceSystem
 }
 
 func newLogger(format string, w io.Writer) (*slog.Logger, error) {

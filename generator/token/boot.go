@@ -2,38 +2,48 @@ package token
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
 
 // LabelSource marks the tokens `serve` mints, one per boot: a run of
-// generate never reuses them, and the next boot's request deletes them
-// if they were never used.
+// generate never reuses them.
 const (
 	LabelSource = "kubestrap.dev/source"
 	SourceServe = "serve"
+	// BootTokenKey is the key of the node's current token id in its boot
+	// record.
+	BootTokenKey = "token-id"
+	bootPrefix   = "kubestrap-boot-"
 )
 
 // Boot mints a node's token at the moment its machine asks for its
-// document. Each Mint leaves the node with one unused kubestrap token, the
-// one it returns: it deletes the node's earlier tokens that no kubelet
-// used. It keeps no state of its own, so any number of servers may mint
-// for one cluster: of two requests racing for one node, the later token
-// stands and the earlier is deleted, as if they had come one after the
-// other.
+// document. Each Mint leaves the node with one unused token from Boot, the
+// one it returns: the one before it, if no kubelet used it, is deleted.
+//
+// Which token is the node's current one is kept in the node's boot record,
+// a ConfigMap in Namespace, updated with the API server's optimistic
+// concurrency. So Boot never reads a Secret: it needs only to create and
+// delete its own tokens, which an admission policy can hold it to, where a
+// list of kube-system's Secrets would hand it every secret there. And it
+// keeps no state of its own: any number of servers may mint for one
+// cluster, and of two requests racing for one node the one that moves the
+// record last stands, as if they had come one after the other.
 type Boot struct {
-	Client  kubernetes.Interface
-	TTL     time.Duration
-	Signing bool
+	Client kubernetes.Interface
+	// Namespace holds the boot records.
+	Namespace string
+	TTL       time.Duration
+	Signing   bool
 	// Used reports whether the token with this id was used: some client
 	// asked for a certificate with it (a CSR from system:bootstrap:<id>
 	// exists). A used token is left alone: it is in a running kubelet's
@@ -54,52 +64,33 @@ type Minted struct {
 	Deleted, Kept []string
 }
 
-// Mint creates node's token and then deletes the node's older unused
-// tokens. If that fails, the new token is deleted again (or, if even that
-// fails, left for the next Mint to delete as older): no caller gets a token
-// while an earlier unused one stays valid beside it.
+// ErrContended means others kept getting in the way (the node's boot
+// record moved, token ids taken) more times in a row than Boot tries:
+// asking again later will do.
+var ErrContended = errors.New("contended")
+
+// maxRecordTries bounds the retries of a boot record that other servers
+// keep moving.
+const maxRecordTries = 8
+
+// Mint creates node's token, deletes the node's current one if it is
+// unused, and makes the new one current. If any of that fails, the new
+// token is deleted again: the node keeps its current token, and no caller
+// gets a token while another unused one of the node's stays valid beside it.
 func (b *Boot) Mint(ctx context.Context, node string) (Minted, error) {
-	now, generate := b.Now, b.Generate
-	if now == nil {
-		now = time.Now
+	if b.Namespace == "" {
+		return Minted{}, errors.New("token.Boot: no namespace for the boot records")
 	}
-	if generate == nil {
-		generate = Generate
-	}
-	var (
-		tok     Token
-		created *corev1.Secret
-	)
-	for range maxTries {
-		value, err := generate()
-		if err != nil {
-			return Minted{}, fmt.Errorf("node %s: generating a token: %w", node, err)
-		}
-		if tok, err = New(value, node, now().Add(b.TTL).UTC().Truncate(time.Second), b.Signing); err != nil {
-			return Minted{}, fmt.Errorf("node %s: %w", node, err)
-		}
-		secret := Secret(tok)
-		secret.Labels[LabelSource] = SourceServe
-		created, err = b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			// Someone else's id (a retry here is the caller's, with a new
-			// id): pick another.
-			continue
-		}
-		if err != nil {
-			return Minted{}, fmt.Errorf("node %s: creating Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
-		}
-		break
-	}
-	if created == nil {
-		return Minted{}, fmt.Errorf("node %s: %d token ids in a row were taken", node, maxTries)
-	}
-	m, err := b.retire(ctx, node, created)
+	tok, err := b.create(ctx, node)
 	if err != nil {
-		// Undo, without the request's deadline: the token must not outlive
-		// the failure unless the server is gone.
-		uerr := b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(context.WithoutCancel(ctx), created.Name, sameUID(created))
-		if uerr != nil && !apierrors.IsNotFound(uerr) {
+		return Minted{}, err
+	}
+	m, err := b.advance(ctx, node, tok.ID)
+	if err != nil {
+		// Without the request's deadline: the token must not outlive the
+		// failure unless the server is gone.
+		name := bootstraputil.BootstrapTokenSecretName(tok.ID)
+		if uerr := b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(context.WithoutCancel(ctx), name, metav1.DeleteOptions{}); uerr != nil && !apierrors.IsNotFound(uerr) {
 			err = errors.Join(err, fmt.Errorf("deleting the new token %s again: %w", tok.ID, uerr))
 		}
 		return Minted{}, fmt.Errorf("node %s: %w", node, err)
@@ -108,55 +99,121 @@ func (b *Boot) Mint(ctx context.Context, node string) (Minted, error) {
 	return m, nil
 }
 
-// retire deletes node's unused tokens older than created.
-func (b *Boot) retire(ctx context.Context, node string, created *corev1.Secret) (Minted, error) {
-	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelNode: nodeLabel(node)}).String()
-	list, err := b.Client.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		return Minted{}, fmt.Errorf("listing the node's tokens: %w", err)
+// create makes the token's Secret, with another id if one is taken.
+func (b *Boot) create(ctx context.Context, node string) (Token, error) {
+	now, generate := b.Now, b.Generate
+	if now == nil {
+		now = time.Now
 	}
+	if generate == nil {
+		generate = Generate
+	}
+	for range maxTries {
+		value, err := generate()
+		if err != nil {
+			return Token{}, fmt.Errorf("node %s: generating a token: %w", node, err)
+		}
+		tok, err := New(value, node, now().Add(b.TTL).UTC().Truncate(time.Second), b.Signing)
+		if err != nil {
+			return Token{}, fmt.Errorf("node %s: %w", node, err)
+		}
+		secret := Secret(tok)
+		secret.Labels[LabelSource] = SourceServe
+		_, err = b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			continue // someone else's id
+		}
+		if err != nil {
+			return Token{}, fmt.Errorf("node %s: creating Secret %s/%s: %w", node, secret.Namespace, secret.Name, err)
+		}
+		return tok, nil
+	}
+	return Token{}, fmt.Errorf("node %s: %d token ids in a row were taken: %w", node, maxTries, ErrContended)
+}
+
+// advance makes id the node's current token in its boot record, retiring
+// the one it replaces: deleted if unused, before the record moves, so a
+// failure leaves that one current. A record another server moved meanwhile
+// is read again, and its token retired in turn.
+func (b *Boot) advance(ctx context.Context, node, id string) (Minted, error) {
+	cms := b.Client.CoreV1().ConfigMaps(b.Namespace)
+	name := BootRecordName(node)
 	var m Minted
-	for _, s := range list.Items {
-		if s.Type != bootstrapapi.SecretTypeBootstrapToken || s.Annotations[AnnotationNode] != node ||
-			s.Name == created.Name || s.DeletionTimestamp != nil || !older(&s, created) {
-			continue
+	retired := map[string]bool{}
+	for range maxRecordTries {
+		rec, err := cms.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			rec = nil
+		} else if err != nil {
+			return Minted{}, fmt.Errorf("reading boot record %s/%s: %w", b.Namespace, name, err)
 		}
-		id := string(s.Data[bootstrapapi.BootstrapTokenIDKey])
-		if b.Used != nil && b.Used(id) {
-			m.Kept = append(m.Kept, id)
-			continue
+		if rec != nil {
+			if prev := rec.Data[BootTokenKey]; prev != "" && prev != id && !retired[prev] {
+				if err := b.retire(ctx, prev, &m); err != nil {
+					return Minted{}, err
+				}
+				retired[prev] = true
+			}
 		}
-		err := b.Client.CoreV1().Secrets(s.Namespace).Delete(ctx, s.Name, sameUID(&s))
-		switch {
-		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-			// Another server's request retired it first.
-		case err != nil:
-			return Minted{}, fmt.Errorf("deleting the earlier token %s: %w", id, err)
-		default:
-			m.Deleted = append(m.Deleted, id)
+		if rec == nil {
+			_, err = cms.Create(ctx, bootRecord(b.Namespace, name, node, id), metav1.CreateOptions{})
+		} else {
+			rec = rec.DeepCopy()
+			if rec.Data == nil {
+				rec.Data = map[string]string{}
+			}
+			rec.Data[BootTokenKey] = id
+			_, err = cms.Update(ctx, rec, metav1.UpdateOptions{})
 		}
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			continue // another server's request moved it first
+		}
+		if err != nil {
+			return Minted{}, fmt.Errorf("writing boot record %s/%s: %w", b.Namespace, name, err)
+		}
+		return m, nil
 	}
-	return m, nil
+	return Minted{}, fmt.Errorf("boot record %s/%s: moved by others %d times in a row: %w", b.Namespace, name, maxRecordTries, ErrContended)
 }
 
-// sameUID deletes only the Secret that was read, not one made since
-// under its name.
-func sameUID(s *corev1.Secret) metav1.DeleteOptions {
-	if s.UID == "" {
-		return metav1.DeleteOptions{}
+// retire deletes the token with this id unless a kubelet used it.
+func (b *Boot) retire(ctx context.Context, id string, m *Minted) error {
+	if b.Used != nil && b.Used(id) {
+		m.Kept = append(m.Kept, id)
+		return nil
 	}
-	uid := s.UID
-	return metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
+	err := b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.DeleteOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		// Expired and cleaned up, or retired by another server's request.
+	case err != nil:
+		return fmt.Errorf("deleting the earlier token %s: %w", id, err)
+	default:
+		m.Deleted = append(m.Deleted, id)
+	}
+	return nil
 }
 
-// older orders Secrets by creation, then by name: the API server's
-// timestamps have whole seconds, and every server must agree which of two
-// racing tokens is the later one.
-func older(a, b *corev1.Secret) bool {
-	if ta, tb := a.CreationTimestamp.Time, b.CreationTimestamp.Time; !ta.Equal(tb) {
-		return ta.Before(tb)
+// BootRecordName is the name of the ConfigMap that says which token is
+// node's current one: the name itself when it fits, else a digest.
+func BootRecordName(node string) string {
+	if len(bootPrefix)+len(node) <= 253 {
+		return bootPrefix + node
 	}
-	return strings.Compare(a.Name, b.Name) < 0
+	sum := sha256.Sum256([]byte(node))
+	return bootPrefix + "sha256-" + hex.EncodeToString(sum[:])[:40]
+}
+
+func bootRecord(namespace, name, node, id string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Namespace:   namespace,
+			Labels:      map[string]string{LabelManagedBy: ManagedBy, LabelNode: nodeLabel(node)},
+			Annotations: map[string]string{AnnotationNode: node},
+		},
+		Data: map[string]string{BootTokenKey: id},
+	}
 }
 
 // Unavailable reports whether err says the API server could not be
