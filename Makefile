@@ -40,7 +40,8 @@ FUZZ_TARGETS := generator/model:FuzzClusterFile generator/model:FuzzEnvFile \
 	generator/encode/cloudinit:FuzzMetaDataFastMatchesYAML \
 	generator/encode/cloudinit:FuzzMergeUserData \
 	generator/encode/ignition:FuzzSnippet \
-	generator/encode/internal/layout:FuzzLiteral
+	generator/encode/internal/layout:FuzzLiteral \
+	serve:FuzzBootProfile
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for target in $(FUZZ_TARGETS); do \
