@@ -164,7 +164,12 @@ $report
     \`/ignition?mac=…\` (a token created, the node's earlier ones looked up, the config
     rendered); the time until the last answer, and each machine's latency for p50/p99.
     The floor is \`bench/floor\` creating as many token Secrets with as many in flight as
-    serve mints at once, on the same control plane just before;
+    serve creates at once, on the same control plane. Floor and storm alternate for
+    $storm_rounds rounds (each storm of new machines) and the row is the round with the
+    median ratio: this machine's speed swings by half from one run to the next. The
+    storm's load generator runs on the same 2 CPUs as serve, kube-apiserver and etcd,
+    which the floor's creates do not share with anything (the test logs each
+    process's CPU per storm);
   - \`/boot.ipxe\` and \`/ipxe?mac=…\` (no token): 32 keep-alive clients for 3 s on
     loopback, against \`bench/floor -http\`, a bare net/http server answering the same
     script, under the same load. Every request is logged by serve (JSON, to a file).

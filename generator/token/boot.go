@@ -1,11 +1,15 @@
 package token
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,24 +24,27 @@ import (
 const (
 	LabelSource = "kubestrap.dev/source"
 	SourceServe = "serve"
-	// BootTokenKey is the key of the node's current token id in its boot
-	// record.
-	BootTokenKey = "token-id"
-	bootPrefix   = "kubestrap-boot-"
+	bootPrefix  = "kubestrap-boot-"
 )
 
 // Boot mints a node's token at the moment its machine asks for its
 // document. Each Mint leaves the node with one unused token from Boot, the
 // one it returns: the one before it, if no kubelet used it, is deleted.
 //
-// Which token is the node's current one is kept in the node's boot record,
-// a ConfigMap in Namespace, updated with the API server's optimistic
+// Which token is a node's current one is kept in boot records: ConfigMaps
+// in Namespace, each holding node → token id for the nodes that hash to it
+// (RecordShards of them), updated with the API server's optimistic
 // concurrency. So Boot never reads a Secret: it needs only to create and
 // delete its own tokens, which an admission policy can hold it to, where a
-// list of kube-system's Secrets would hand it every secret there. And it
-// keeps no state of its own: any number of servers may mint for one
-// cluster, and of two requests racing for one node the one that moves the
-// record last stands, as if they had come one after the other.
+// list of kube-system's Secrets would hand it every secret there. The mints
+// under way at once for one record are written to it together (a group
+// commit), so a storm of boots costs about one write per machine, its
+// token's. And Boot keeps nothing the API server does not have: any number
+// of servers may mint for one cluster, and of two requests racing for one
+// node, the one recorded last stands, as if they had come one after the
+// other.
+//
+// A Boot must not be copied after first use.
 type Boot struct {
 	Client kubernetes.Interface
 	// Namespace holds the boot records.
@@ -54,7 +61,19 @@ type Boot struct {
 	// the wall clock and Generate.
 	Now      func() time.Time
 	Generate func() (string, error)
+	// Parallel bounds the token creates in flight, the one write per mint
+	// that is not shared; zero means DefaultParallel.
+	Parallel int
+
+	mu      sync.Mutex
+	creates chan struct{}
+	queues  map[string]*recordQueue // by record name
 }
+
+// RecordShards is how many boot records the nodes are spread over: few
+// enough that a storm's mints share writes, enough that one record stays
+// small (at 20,000 nodes, about 200 kB of the 1 MiB a ConfigMap may hold).
+const RecordShards = 4
 
 // Minted is what one Mint did.
 type Minted struct {
@@ -81,7 +100,19 @@ func (b *Boot) Mint(ctx context.Context, node string) (Minted, error) {
 	if b.Namespace == "" {
 		return Minted{}, errors.New("token.Boot: no namespace for the boot records")
 	}
+	b.mu.Lock()
+	if b.creates == nil {
+		b.creates = make(chan struct{}, cmp.Or(b.Parallel, DefaultParallel))
+	}
+	creates := b.creates
+	b.mu.Unlock()
+	select {
+	case creates <- struct{}{}:
+	case <-ctx.Done():
+		return Minted{}, fmt.Errorf("node %s: waiting for a turn to create a token: %w", node, context.Cause(ctx))
+	}
 	tok, err := b.create(ctx, node)
+	<-creates
 	if err != nil {
 		return Minted{}, err
 	}
@@ -131,88 +162,229 @@ func (b *Boot) create(ctx context.Context, node string) (Token, error) {
 	return Token{}, fmt.Errorf("node %s: %d token ids in a row were taken: %w", node, maxTries, ErrContended)
 }
 
+// recordQueue holds the mints waiting to be written to one boot record;
+// flushing says a writer is at work on it.
+type recordQueue struct {
+	pending  []*recordUpdate
+	flushing bool
+	// last is the record as this writer last wrote it: the next batch
+	// starts from it and reads the record again only if someone else
+	// moved it since.
+	last *corev1.ConfigMap
+}
+
+// recordUpdate asks for node's current token to become id.
+type recordUpdate struct {
+	ctx      context.Context
+	node, id string
+	done     chan struct{}
+	minted   Minted
+	err      error
+}
+
 // advance makes id the node's current token in its boot record, retiring
-// the one it replaces: deleted if unused, before the record moves, so a
-// failure leaves that one current. A record another server moved meanwhile
-// is read again, and its token retired in turn.
+// the one it replaces (deleted if unused) before the record moves, so a
+// failure leaves that one current. It waits for the record's writer, which
+// takes every update queued meanwhile in one write.
 func (b *Boot) advance(ctx context.Context, node, id string) (Minted, error) {
-	cms := b.Client.CoreV1().ConfigMaps(b.Namespace)
+	u := &recordUpdate{ctx: ctx, node: node, id: id, done: make(chan struct{})}
 	name := BootRecordName(node)
-	var m Minted
-	retired := map[string]bool{}
+	b.mu.Lock()
+	if b.queues == nil {
+		b.queues = map[string]*recordQueue{}
+	}
+	q := b.queues[name]
+	if q == nil {
+		q = &recordQueue{}
+		b.queues[name] = q
+	}
+	q.pending = append(q.pending, u)
+	start := !q.flushing
+	q.flushing = true
+	b.mu.Unlock()
+	if start {
+		go b.flush(name, q)
+	}
+	// The writer finishes what it took, whatever becomes of this request:
+	// waiting for it keeps the undo of a failed update after the write.
+	<-u.done
+	return u.minted, u.err
+}
+
+// flush writes q's updates to record name, batch after batch, until none
+// is left.
+func (b *Boot) flush(name string, q *recordQueue) {
+	for {
+		// A moment for the mints of a storm to gather: one write for
+		// them all.
+		time.Sleep(recordLinger)
+		b.mu.Lock()
+		batch := q.pending
+		q.pending = nil
+		if len(batch) == 0 {
+			q.flushing = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.write(name, q, batch)
+		for _, u := range batch {
+			close(u.done)
+		}
+	}
+}
+
+// write applies batch to the record, in order: each update retires the
+// token before it (another server's, or an earlier one of the batch) and
+// takes its place. An update whose retirement fails keeps the node's token
+// as it was and fails alone; a failure to write the record fails them all.
+func (b *Boot) write(name string, q *recordQueue, batch []*recordUpdate) {
+	cms := b.Client.CoreV1().ConfigMaps(b.Namespace)
+	// What this batch did to each token it retired, over the retries of
+	// a moved record.
+	retired := map[string]retirement{}
+	var live []*recordUpdate
+	for _, u := range batch {
+		if u.ctx.Err() == nil {
+			live = append(live, u)
+			continue
+		}
+		u.err = context.Cause(u.ctx)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The API calls outlive any one request: they serve the whole batch.
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	fail := func(err error) {
+		for _, u := range live {
+			if u.err == nil {
+				u.err = err
+			}
+		}
+	}
 	for range maxRecordTries {
-		rec, err := cms.Get(ctx, name, metav1.GetOptions{})
+		rec, err := q.last, error(nil)
+		if rec == nil {
+			rec, err = cms.Get(ctx, name, metav1.GetOptions{})
+		}
 		if apierrors.IsNotFound(err) {
 			rec = nil
 		} else if err != nil {
-			return Minted{}, fmt.Errorf("reading boot record %s/%s: %w", b.Namespace, name, err)
+			fail(fmt.Errorf("reading boot record %s/%s: %w", b.Namespace, name, err))
+			return
 		}
+		current := map[string]string{}
 		if rec != nil {
-			if prev := rec.Data[BootTokenKey]; prev != "" && prev != id && !retired[prev] {
-				if err := b.retire(ctx, prev, &m); err != nil {
-					return Minted{}, err
-				}
-				retired[prev] = true
-			}
+			maps.Copy(current, rec.Data)
 		}
+		for _, u := range live {
+			// u.minted keeps what earlier tries did: a token deleted
+			// before the record turned out moved is gone all the same.
+			u.err = nil
+			prev := current[u.node]
+			if prev == "" || prev == u.id {
+				current[u.node] = u.id
+				continue
+			}
+			r, ok := retired[prev]
+			if !ok {
+				var err error
+				if r, err = b.retire(ctx, prev); err != nil {
+					u.err = err
+					continue
+				}
+				retired[prev] = r
+			}
+			u.minted.note(prev, r)
+			current[u.node] = u.id
+		}
+		var written *corev1.ConfigMap
 		if rec == nil {
-			_, err = cms.Create(ctx, bootRecord(b.Namespace, name, node, id), metav1.CreateOptions{})
+			written, err = cms.Create(ctx, bootRecord(b.Namespace, name, current), metav1.CreateOptions{})
 		} else {
 			rec = rec.DeepCopy()
-			if rec.Data == nil {
-				rec.Data = map[string]string{}
-			}
-			rec.Data[BootTokenKey] = id
-			_, err = cms.Update(ctx, rec, metav1.UpdateOptions{})
+			rec.Data = current
+			written, err = cms.Update(ctx, rec, metav1.UpdateOptions{})
 		}
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-			continue // another server's request moved it first
+		q.last = nil
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || rec != nil && apierrors.IsNotFound(err) {
+			continue // another server moved it first (or someone deleted it): read it again
 		}
 		if err != nil {
-			return Minted{}, fmt.Errorf("writing boot record %s/%s: %w", b.Namespace, name, err)
+			fail(fmt.Errorf("writing boot record %s/%s: %w", b.Namespace, name, err))
+			return
 		}
-		return m, nil
+		q.last = written
+		return
 	}
-	return Minted{}, fmt.Errorf("boot record %s/%s: moved by others %d times in a row: %w", b.Namespace, name, maxRecordTries, ErrContended)
+	fail(fmt.Errorf("boot record %s/%s: moved by others %d times in a row: %w", b.Namespace, name, maxRecordTries, ErrContended))
 }
 
+// recordLinger is how long a record's writer waits for more updates
+// before it writes: a boot waits this much longer, a storm of boots makes
+// that many times fewer writes.
+const recordLinger = 20 * time.Millisecond
+
+// batchTimeout bounds one batch's API calls.
+const batchTimeout = 30 * time.Second
+
+// retirement is what became of a token retired.
+type retirement int
+
+const (
+	// retiredGone: there was none to delete (expired and cleaned up, or
+	// retired by another server's request).
+	retiredGone retirement = iota
+	retiredDeleted
+	retiredKept // used
+)
+
 // retire deletes the token with this id unless a kubelet used it.
-func (b *Boot) retire(ctx context.Context, id string, m *Minted) error {
+func (b *Boot) retire(ctx context.Context, id string) (retirement, error) {
 	if b.Used != nil && b.Used(id) {
-		m.Kept = append(m.Kept, id)
-		return nil
+		return retiredKept, nil
 	}
 	err := b.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.DeleteOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		// Expired and cleaned up, or retired by another server's request.
+		return retiredGone, nil
 	case err != nil:
-		return fmt.Errorf("deleting the earlier token %s: %w", id, err)
-	default:
-		m.Deleted = append(m.Deleted, id)
+		return 0, fmt.Errorf("deleting the earlier token %s: %w", id, err)
 	}
-	return nil
+	return retiredDeleted, nil
 }
 
-// BootRecordName is the name of the ConfigMap that says which token is
-// node's current one: the name itself when it fits, else a digest.
+// note adds the token retired to m's Deleted or Kept, once.
+func (m *Minted) note(id string, r retirement) {
+	ids := &m.Deleted
+	switch r {
+	case retiredGone:
+		return
+	case retiredKept:
+		ids = &m.Kept
+	}
+	if !slices.Contains(*ids, id) {
+		*ids = append(*ids, id)
+	}
+}
+
+// BootRecordName is the name of the boot record that holds node's
+// current token id.
 func BootRecordName(node string) string {
-	if len(bootPrefix)+len(node) <= 253 {
-		return bootPrefix + node
-	}
 	sum := sha256.Sum256([]byte(node))
-	return bootPrefix + "sha256-" + hex.EncodeToString(sum[:])[:40]
+	return fmt.Sprintf("%s%02d", bootPrefix, binary.BigEndian.Uint32(sum[:4])%RecordShards)
 }
 
-func bootRecord(namespace, name, node, id string) *corev1.ConfigMap {
+func bootRecord(namespace, name string, current map[string]string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Namespace:   namespace,
-			Labels:      map[string]string{LabelManagedBy: ManagedBy, LabelNode: nodeLabel(node)},
-			Annotations: map[string]string{AnnotationNode: node},
+			Name:      name,
+			Namespace: namespace,
+			Labels:    map[string]string{LabelManagedBy: ManagedBy},
 		},
-		Data: map[string]string{BootTokenKey: id},
+		Data: current,
 	}
 }
 

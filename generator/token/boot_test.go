@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,8 +25,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
@@ -116,13 +119,13 @@ func bootSeq(prefix string) func() (string, error) {
 	}
 }
 
-// put stores a token Secret for node, straight in the tracker (as another
-// server or a run of generate would have); edit may change it first.
-func (e *bootEnv) put(t *testing.T, value, node string, edit func(*corev1.Secret)) {
-	t.Helper()
+// putSecret stores a token Secret for node, straight in the tracker (as
+// another server or a run of generate would have); edit may change it
+// first. It may run in a reactor, off the test's goroutine.
+func (e *bootEnv) putSecret(value, node string, edit func(*corev1.Secret)) error {
 	tok, err := New(value, node, e.now.Add(24*time.Hour).Truncate(time.Second), false)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s := Secret(tok)
 	s.UID = types.UID("uid-" + tok.ID)
@@ -130,54 +133,106 @@ func (e *bootEnv) put(t *testing.T, value, node string, edit func(*corev1.Secret
 	if edit != nil {
 		edit(s)
 	}
-	if err := e.client.Tracker().Create(secretsGVR, s, s.Namespace); err != nil {
+	return e.client.Tracker().Create(secretsGVR, s, s.Namespace)
+}
+
+func (e *bootEnv) put(t *testing.T, value, node string, edit func(*corev1.Secret)) {
+	t.Helper()
+	if err := e.putSecret(value, node, edit); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// putRecord stores (or moves) node's boot record to id, as another server
-// would.
+// setRecord makes id node's current token in its boot record, straight in
+// the tracker with a new resourceVersion, as another server would: the
+// record's other nodes stay as they are.
+func (e *bootEnv) setRecord(node, id string) error {
+	name := BootRecordName(node)
+	tracker := e.client.Tracker()
+	obj, err := tracker.Get(configMapsGVR, bootNS, name)
+	if apierrors.IsNotFound(err) {
+		cm := bootRecord(bootNS, name, map[string]string{node: id})
+		cm.ResourceVersion = strconv.FormatInt(e.rv.Add(1), 10)
+		return tracker.Create(configMapsGVR, cm, bootNS)
+	}
+	if err != nil {
+		return err
+	}
+	cm := obj.(*corev1.ConfigMap).DeepCopy()
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[node] = id
+	cm.ResourceVersion = strconv.FormatInt(e.rv.Add(1), 10)
+	return tracker.Update(configMapsGVR, cm, bootNS)
+}
+
 func (e *bootEnv) putRecord(t *testing.T, node, id string) {
 	t.Helper()
-	cm := bootRecord(bootNS, BootRecordName(node), node, id)
-	cm.ResourceVersion = strconv.FormatInt(e.rv.Add(1), 10)
-	err := e.client.Tracker().Create(configMapsGVR, cm, bootNS)
-	if apierrors.IsAlreadyExists(err) {
-		err = e.client.Tracker().Update(configMapsGVR, cm, bootNS)
+	if err := e.setRecord(node, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordData returns the data of the boot record with this name, nil if
+// there is none.
+func (e *bootEnv) recordData(t *testing.T, name string) map[string]string {
+	t.Helper()
+	obj, err := e.client.Tracker().Get(configMapsGVR, bootNS, name)
+	if apierrors.IsNotFound(err) {
+		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	return obj.(*corev1.ConfigMap).Data
 }
 
 // record returns the token id node's boot record names, "" if it has none.
 func (e *bootEnv) record(t *testing.T, node string) string {
 	t.Helper()
-	obj, err := e.client.Tracker().Get(configMapsGVR, bootNS, BootRecordName(node))
-	if apierrors.IsNotFound(err) {
-		return ""
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj.(*corev1.ConfigMap).Data[BootTokenKey]
+	return e.recordData(t, BootRecordName(node))[node]
 }
 
-// tokens returns the ids of the token Secrets in the cluster, sorted.
-func (e *bootEnv) tokens(t *testing.T) []string {
+// tokenSecrets returns the token Secrets in the cluster.
+func (e *bootEnv) tokenSecrets(t *testing.T) []corev1.Secret {
 	t.Helper()
 	obj, err := e.client.Tracker().List(secretsGVR, schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
+	var out []corev1.Secret
 	for _, s := range obj.(*corev1.SecretList).Items {
-		if id, ok := s.Data[bootstrapapi.BootstrapTokenIDKey]; ok {
-			ids = append(ids, string(id))
+		if _, ok := s.Data[bootstrapapi.BootstrapTokenIDKey]; ok {
+			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// tokens returns the ids of the token Secrets in the cluster, sorted.
+func (e *bootEnv) tokens(t *testing.T) []string {
+	t.Helper()
+	var ids []string
+	for _, s := range e.tokenSecrets(t) {
+		ids = append(ids, string(s.Data[bootstrapapi.BootstrapTokenIDKey]))
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// nodeTokens returns the ids of each node's token Secrets, sorted.
+func (e *bootEnv) nodeTokens(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, s := range e.tokenSecrets(t) {
+		n := s.Annotations[AnnotationNode]
+		out[n] = append(out[n], string(s.Data[bootstrapapi.BootstrapTokenIDKey]))
+	}
+	for _, ids := range out {
+		slices.Sort(ids)
+	}
+	return out
 }
 
 func (e *bootEnv) secret(t *testing.T, id string) *corev1.Secret {
@@ -211,9 +266,179 @@ func (e *bootEnv) deleted() []string {
 	return out
 }
 
+// recordCalls returns the verbs of the boot record calls from the
+// from'th action on, in order.
+func (e *bootEnv) recordCalls(from int) []string {
+	var out []string
+	for _, a := range e.client.Actions()[from:] {
+		if a.GetResource().Resource == "configmaps" {
+			out = append(out, a.GetVerb())
+		}
+	}
+	return out
+}
+
+// recordWrites counts the creates and updates of boot records among the
+// calls.
+func recordWrites(calls []string) int {
+	n := 0
+	for _, v := range calls {
+		if v == "create" || v == "update" {
+			n++
+		}
+	}
+	return n
+}
+
+// shardNodes returns n node names, none of except, whose boot record is
+// the one named record.
+func shardNodes(record string, n int, except ...string) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		node := fmt.Sprintf("node-%d", i)
+		if BootRecordName(node) == record && !slices.Contains(except, node) {
+			out = append(out, node)
+		}
+	}
+	return out
+}
+
+// otherShardNode returns a node whose boot record is not the one named
+// record.
+func otherShardNode(record string) string {
+	for i := 0; ; i++ {
+		node := fmt.Sprintf("node-%d", i)
+		if BootRecordName(node) != record {
+			return node
+		}
+	}
+}
+
+// waitPending waits until n updates wait in b's queue for record.
+func waitPending(t *testing.T, b *Boot, record string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		got := 0
+		if q := b.queues[record]; q != nil {
+			got = len(q.pending)
+		}
+		b.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d updates queued for %s, want %d", got, record, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// hookedClient calls before (and after) the Secret creates and deletes
+// and the ConfigMap gets, creates and updates Boot makes, outside the fake
+// clientset's lock (under which its reactors run one at a time), with
+// the request's context.
+type hookedClient struct {
+	kubernetes.Interface
+	hooks *hooks
+}
+
+type hooks struct {
+	before func(ctx context.Context, verb, resource, name string)
+	after  func(verb, resource, name string, err error)
+}
+
+func (h *hooks) call(ctx context.Context, verb, resource, name string, f func() error) {
+	if h.before != nil {
+		h.before(ctx, verb, resource, name)
+	}
+	err := f()
+	if h.after != nil {
+		h.after(verb, resource, name, err)
+	}
+}
+
+func (c hookedClient) CoreV1() typedcorev1.CoreV1Interface {
+	return hookedCore{c.Interface.CoreV1(), c.hooks}
+}
+
+type hookedCore struct {
+	typedcorev1.CoreV1Interface
+	hooks *hooks
+}
+
+func (c hookedCore) Secrets(ns string) typedcorev1.SecretInterface {
+	return hookedSecrets{c.CoreV1Interface.Secrets(ns), c.hooks}
+}
+
+func (c hookedCore) ConfigMaps(ns string) typedcorev1.ConfigMapInterface {
+	return hookedConfigMaps{c.CoreV1Interface.ConfigMaps(ns), c.hooks}
+}
+
+type hookedSecrets struct {
+	typedcorev1.SecretInterface
+	hooks *hooks
+}
+
+func (s hookedSecrets) Create(ctx context.Context, o *corev1.Secret, opts metav1.CreateOptions) (out *corev1.Secret, err error) {
+	s.hooks.call(ctx, "create", "secrets", o.Name, func() error { out, err = s.SecretInterface.Create(ctx, o, opts); return err })
+	return out, err
+}
+
+func (s hookedSecrets) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) (err error) {
+	s.hooks.call(ctx, "delete", "secrets", name, func() error { err = s.SecretInterface.Delete(ctx, name, opts); return err })
+	return err
+}
+
+type hookedConfigMaps struct {
+	typedcorev1.ConfigMapInterface
+	hooks *hooks
+}
+
+func (c hookedConfigMaps) Get(ctx context.Context, name string, opts metav1.GetOptions) (out *corev1.ConfigMap, err error) {
+	c.hooks.call(ctx, "get", "configmaps", name, func() error { out, err = c.ConfigMapInterface.Get(ctx, name, opts); return err })
+	return out, err
+}
+
+func (c hookedConfigMaps) Create(ctx context.Context, o *corev1.ConfigMap, opts metav1.CreateOptions) (out *corev1.ConfigMap, err error) {
+	c.hooks.call(ctx, "create", "configmaps", o.Name, func() error { out, err = c.ConfigMapInterface.Create(ctx, o, opts); return err })
+	return out, err
+}
+
+func (c hookedConfigMaps) Update(ctx context.Context, o *corev1.ConfigMap, opts metav1.UpdateOptions) (out *corev1.ConfigMap, err error) {
+	c.hooks.call(ctx, "update", "configmaps", o.Name, func() error { out, err = c.ConfigMapInterface.Update(ctx, o, opts); return err })
+	return out, err
+}
+
+// mintResult is one of the Mints a test runs at once.
+type mintResult struct {
+	m   Minted
+	err error
+}
+
+// mintAll mints for the nodes at once, one goroutine each, and returns
+// what each got, in the nodes' order.
+func mintAll(b *Boot, nodes []string) []mintResult {
+	out := make([]mintResult, len(nodes))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			<-start
+			out[i].m, out[i].err = b.Mint(context.Background(), n)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+var recordNameRE = regexp.MustCompile(`^kubestrap-boot-0[0-3]$`)
+
 // TestBootMintSecret: the first Mint creates one Secret, the bootstrap
 // token kubeadm would make for the node, marked as serve's and of no run,
-// and the node's boot record naming it.
+// and the node's entry in its boot record naming it.
 func TestBootMintSecret(t *testing.T) {
 	long := strings.Join([]string{strings.Repeat("a", 60), strings.Repeat("b", 60), strings.Repeat("c", 60), strings.Repeat("d", 60), "com"}, ".")
 	for _, tt := range []struct {
@@ -223,9 +448,9 @@ func TestBootMintSecret(t *testing.T) {
 		group      string
 		record     string
 	}{
-		{"plain", "n1", false, "n1", "system:bootstrappers:n1", "kubestrap-boot-n1"},
-		{"signing", "n1", true, "n1", "system:bootstrappers:n1", "kubestrap-boot-n1"},
-		{"fqdn", "n3.rack.example.com", false, "n3.rack.example.com", "system:bootstrappers:n3:rack:example:com", "kubestrap-boot-n3.rack.example.com"},
+		{"plain", "n1", false, "n1", "system:bootstrappers:n1", "kubestrap-boot-00"},
+		{"signing", "n1", true, "n1", "system:bootstrappers:n1", "kubestrap-boot-00"},
+		{"fqdn", "n1.example.com", false, "n1.example.com", "system:bootstrappers:n1:example:com", "kubestrap-boot-02"},
 		{"long name", long, false, nodeLabel(long), "system:bootstrappers:" + strings.ReplaceAll(long, ".", ":"), BootRecordName(long)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,29 +511,70 @@ func TestBootMintSecret(t *testing.T) {
 				t.Errorf("data\n got %v\nwant %v", got, want)
 			}
 
-			// The boot record.
+			// The boot record: the node's shard, holding node → id, and
+			// labelled as kubestrap's only (it is no one node's).
+			if BootRecordName(tt.node) != tt.record || !recordNameRE.MatchString(tt.record) {
+				t.Errorf("BootRecordName(%s) = %s, want %s", tt.node, BootRecordName(tt.node), tt.record)
+			}
 			obj, err := e.client.Tracker().Get(configMapsGVR, bootNS, tt.record)
 			if err != nil {
 				t.Fatalf("boot record %s: %v", tt.record, err)
 			}
 			cm := obj.(*corev1.ConfigMap)
-			if len(cm.Name) > 253 || !maps.Equal(cm.Data, map[string]string{"token-id": "bt0001"}) ||
-				cm.Labels[LabelManagedBy] != ManagedBy || cm.Labels[LabelNode] != tt.nodeLabel || cm.Annotations[AnnotationNode] != tt.node {
-				t.Errorf("boot record %+v", cm)
+			if !maps.Equal(cm.Data, map[string]string{tt.node: "bt0001"}) || len(cm.BinaryData) != 0 {
+				t.Errorf("boot record data %v", cm.Data)
+			}
+			if errs := validation.IsConfigMapKey(tt.node); len(errs) != 0 {
+				t.Errorf("the node name is no ConfigMap key: %v", errs)
+			}
+			if !maps.Equal(cm.Labels, map[string]string{LabelManagedBy: ManagedBy}) || len(cm.Annotations) != 0 {
+				t.Errorf("boot record labels %v annotations %v", cm.Labels, cm.Annotations)
+			}
+			cms, err := e.client.Tracker().List(configMapsGVR, schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(cms.(*corev1.ConfigMapList).Items); n != 1 {
+				t.Errorf("%d ConfigMaps, want the one boot record", n)
 			}
 			e.noSecretReads(t)
 		})
 	}
 }
 
+// TestBootRecordName: the shard of a node is fixed (servers of different
+// versions share the records), one of RecordShards, and nodes spread over
+// all of them.
 func TestBootRecordName(t *testing.T) {
 	long := strings.Repeat("a.", 120) + "com"
-	if got := BootRecordName("n1.example.com"); got != "kubestrap-boot-n1.example.com" {
-		t.Errorf("BootRecordName = %s", got)
+	for node, want := range map[string]string{
+		// sha256(node)'s first four bytes, big-endian, modulo 4.
+		"n1":             "kubestrap-boot-00",
+		"n2":             "kubestrap-boot-01",
+		"n10":            "kubestrap-boot-03",
+		"n1.example.com": "kubestrap-boot-02",
+		"node-2":         "kubestrap-boot-03",
+		long:             "kubestrap-boot-03",
+	} {
+		if got := BootRecordName(node); got != want {
+			t.Errorf("BootRecordName(%.20s) = %s, want %s", node, got, want)
+		}
 	}
-	a, b := BootRecordName(long), BootRecordName(long+"m")
-	if len(a) > 253 || !strings.HasPrefix(a, "kubestrap-boot-sha256-") || a == b || a != BootRecordName(long) {
-		t.Errorf("long names: %s, %s", a, b)
+	count := map[string]int{}
+	for i := range 400 {
+		name := BootRecordName(fmt.Sprintf("node-%d.rack%d.example.com", i, i%7))
+		if !recordNameRE.MatchString(name) {
+			t.Fatalf("record name %s", name)
+		}
+		count[name]++
+	}
+	if len(count) != RecordShards {
+		t.Errorf("shards used %v, want all %d", count, RecordShards)
+	}
+	for name, n := range count {
+		if n < 50 {
+			t.Errorf("%s holds %d of 400 nodes", name, n)
+		}
 	}
 }
 
@@ -325,8 +591,8 @@ func TestBootMintSequence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rec := e.record(t, "n1"); rec != m.Token.ID {
-			t.Errorf("the boot record names %s, want the minted %s", rec, m.Token.ID)
+		if rec := e.recordData(t, BootRecordName("n1")); !maps.Equal(rec, map[string]string{"n1": m.Token.ID}) {
+			t.Errorf("the boot record holds %v, want n1 → the minted %s", rec, m.Token.ID)
 		}
 		return m
 	}
@@ -364,12 +630,21 @@ func TestBootMintSequence(t *testing.T) {
 	if got := e.tokens(t); !slices.Equal(got, []string{second.Token.ID, fourth.Token.ID}) {
 		t.Errorf("after four mints: %v", got)
 	}
+	// One Boot, no one else: the record was read once, and then written
+	// from what Boot wrote last.
+	if got := e.recordCalls(0); !slices.Equal(got, []string{"get", "create", "update", "update", "update"}) {
+		t.Errorf("record calls %v", got)
+	}
 	e.noSecretReads(t)
 }
 
-// TestBootMintRetires: a Mint retires the one token the node's boot
-// record names, and nothing else.
+// TestBootMintRetires: a Mint retires the one token the node's entry in
+// its boot record names, and nothing else.
 func TestBootMintRetires(t *testing.T) {
+	shard := BootRecordName("n1")
+	// Nodes whose entries share n1's record, and one in another.
+	near := shardNodes(shard, 2, "n1")
+	far := otherShardNode(shard)
 	for _, tt := range []struct {
 		name string
 		// setup stores what there is before the Mint (whose own token is
@@ -379,6 +654,8 @@ func TestBootMintRetires(t *testing.T) {
 		wantDeleted []string
 		wantKept    []string
 		wantLeft    []string
+		// wantRecord is n1's record after, if not just n1 → bt0001.
+		wantRecord map[string]string
 	}{
 		{
 			name: "the current serve token is deleted",
@@ -400,16 +677,17 @@ func TestBootMintRetires(t *testing.T) {
 			wantLeft: []string{"aa0001", "bt0001"},
 		},
 		{
-			name: "another node's tokens and record are untouched",
+			name: "other nodes' tokens and entries are untouched",
 			setup: func(t *testing.T, e *bootEnv) {
-				e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n2", serveLabel)
-				e.putRecord(t, "n2", "aa0001")
-				e.put(t, "aa0002.aaaaaaaaaaaaaaaa", "n10", serveLabel)
-				e.putRecord(t, "n10", "aa0002")
-				e.put(t, "aa0003.aaaaaaaaaaaaaaaa", "n1.example.com", serveLabel)
-				e.putRecord(t, "n1.example.com", "aa0003")
+				e.put(t, "aa0001.aaaaaaaaaaaaaaaa", near[0], serveLabel)
+				e.putRecord(t, near[0], "aa0001")
+				e.put(t, "aa0002.aaaaaaaaaaaaaaaa", near[1], serveLabel)
+				e.putRecord(t, near[1], "aa0002")
+				e.put(t, "aa0003.aaaaaaaaaaaaaaaa", far, serveLabel)
+				e.putRecord(t, far, "aa0003")
 			},
-			wantLeft: []string{"aa0001", "aa0002", "aa0003", "bt0001"},
+			wantLeft:   []string{"aa0001", "aa0002", "aa0003", "bt0001"},
+			wantRecord: map[string]string{"n1": "bt0001", near[0]: "aa0001", near[1]: "aa0002"},
 		},
 		{
 			// Boot never lists Secrets: a run's token is generate's to
@@ -450,8 +728,8 @@ func TestBootMintRetires(t *testing.T) {
 		{
 			name: "a record without data",
 			setup: func(t *testing.T, e *bootEnv) {
-				cm := bootRecord(bootNS, BootRecordName("n1"), "n1", "")
-				cm.Data, cm.ResourceVersion = nil, "1"
+				cm := bootRecord(bootNS, shard, nil)
+				cm.ResourceVersion = "1"
 				if err := e.client.Tracker().Create(configMapsGVR, cm, bootNS); err != nil {
 					t.Fatal(err)
 				}
@@ -477,37 +755,110 @@ func TestBootMintRetires(t *testing.T) {
 			if got := e.tokens(t); !slices.Equal(got, tt.wantLeft) {
 				t.Errorf("tokens left %v, want %v", got, tt.wantLeft)
 			}
-			for _, n := range []string{"n2", "n10", "n1.example.com"} {
-				if r := e.record(t, n); r != "" && !slices.Contains(tt.wantLeft, r) {
-					t.Errorf("%s's record names %s", n, r)
-				}
+			wantRecord := cmpOr(tt.wantRecord, map[string]string{"n1": "bt0001"})
+			if got := e.recordData(t, shard); !maps.Equal(got, wantRecord) {
+				t.Errorf("record %v, want %v", got, wantRecord)
+			}
+			if got := e.record(t, far); got != "" && got != "aa0003" {
+				t.Errorf("%s's record names %s", far, got)
 			}
 			e.noSecretReads(t)
 		})
 	}
 }
 
+func cmpOr(m, def map[string]string) map[string]string {
+	if m == nil {
+		return def
+	}
+	return m
+}
+
 func serveLabel(s *corev1.Secret) { s.Labels[LabelSource] = SourceServe }
 
-// TestBootMintRace: another server moves the node's record between this
-// Mint's read and its write. The write is refused (a Conflict, or
-// AlreadyExists for a node's first record); Mint reads again, retires the
-// other server's token as well, and its own stands: as if the other's
-// request had come first.
+// TestBootMintRace: another server moves n1's record between this Mint's
+// read and its write. The write is refused (a Conflict, or AlreadyExists
+// for the shard's first record); the writer reads again, retires the
+// other server's token as well, keeps the other server's entries, and its
+// own stands: as if the other's request had come first. Minted says what
+// this Mint did over all its tries.
 func TestBootMintRace(t *testing.T) {
+	near := shardNodes(BootRecordName("n1"), 1, "n1")[0]
 	for _, tt := range []struct {
-		name        string
-		first       bool // the node has no record yet
+		name  string
+		setup func(t *testing.T, e *bootEnv)
+		first bool // the shard has no record yet: B creates it
+		used  []string
+		// other is server B's whole Mint, just before this write.
+		other       func(e *bootEnv) error
 		wantDeleted []string
+		wantKept    []string
+		wantLeft    []string
+		wantRecord  map[string]string
 	}{
-		{"update conflicts", false, []string{"aa0001", "bb0001"}},
-		{"first boots race", true, []string{"bb0001"}},
+		{
+			name: "update conflicts",
+			setup: func(t *testing.T, e *bootEnv) {
+				e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n1", serveLabel)
+				e.putRecord(t, "n1", "aa0001")
+			},
+			other: func(e *bootEnv) error {
+				// B retires aa0001 too: this Mint did already.
+				err := e.client.Tracker().Delete(secretsGVR, metav1.NamespaceSystem, "bootstrap-token-aa0001")
+				if err != nil && !apierrors.IsNotFound(err) {
+					return err
+				}
+				return errors.Join(e.putSecret("bb0001.bbbbbbbbbbbbbbbb", "n1", serveLabel), e.setRecord("n1", "bb0001"))
+			},
+			// aa0001 by the first try, B's own token by the second.
+			wantDeleted: []string{"aa0001", "bb0001"},
+			wantLeft:    []string{"cc0001"},
+			wantRecord:  map[string]string{"n1": "cc0001"},
+		},
+		{
+			name: "a used token, kept over a conflict",
+			setup: func(t *testing.T, e *bootEnv) {
+				e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n1", serveLabel)
+				e.putRecord(t, "n1", "aa0001")
+			},
+			used: []string{"aa0001"},
+			other: func(e *bootEnv) error {
+				return errors.Join(e.putSecret("bb0001.bbbbbbbbbbbbbbbb", "n1", serveLabel), e.setRecord("n1", "bb0001"))
+			},
+			wantKept:    []string{"aa0001"},
+			wantDeleted: []string{"bb0001"},
+			wantLeft:    []string{"aa0001", "cc0001"},
+			wantRecord:  map[string]string{"n1": "cc0001"},
+		},
+		{
+			name:  "first boots race",
+			first: true,
+			other: func(e *bootEnv) error {
+				return errors.Join(e.putSecret("bb0001.bbbbbbbbbbbbbbbb", "n1", serveLabel), e.setRecord("n1", "bb0001"))
+			},
+			wantDeleted: []string{"bb0001"},
+			wantLeft:    []string{"cc0001"},
+			wantRecord:  map[string]string{"n1": "cc0001"},
+		},
+		{
+			// B's boot was another node's of the record: its entry
+			// stays, and n1's token, found gone on the first try, is not
+			// reported deleted on the second.
+			name: "another node of the record moved",
+			setup: func(t *testing.T, e *bootEnv) {
+				e.putRecord(t, "n1", "gone01")
+			},
+			other: func(e *bootEnv) error {
+				return errors.Join(e.putSecret("bb0001.bbbbbbbbbbbbbbbb", near, serveLabel), e.setRecord(near, "bb0001"))
+			},
+			wantLeft:   []string{"bb0001", "cc0001"},
+			wantRecord: map[string]string{"n1": "cc0001", near: "bb0001"},
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newBootEnv(t)
-			if !tt.first {
-				e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n1", serveLabel)
-				e.putRecord(t, "n1", "aa0001")
+			if tt.setup != nil {
+				tt.setup(t, e)
 			}
 			verb := "update"
 			if tt.first {
@@ -516,52 +867,604 @@ func TestBootMintRace(t *testing.T) {
 			var once atomic.Bool
 			e.client.PrependReactor(verb, "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
 				if once.CompareAndSwap(false, true) {
-					// Server B's whole Mint, just before this write.
-					e.put(t, "bb0001.bbbbbbbbbbbbbbbb", "n1", serveLabel)
-					// B retires aa0001 too: this Mint did already.
-					if err := e.client.Tracker().Delete(secretsGVR, metav1.NamespaceSystem, "bootstrap-token-aa0001"); err != nil && !apierrors.IsNotFound(err) {
-						t.Fatal(err)
+					if err := tt.other(e); err != nil {
+						t.Error(err)
 					}
-					e.putRecord(t, "n1", "bb0001")
 				}
 				return false, nil, nil
 			})
-			m, err := e.boot("cc").Mint(context.Background(), "n1")
+			b := e.boot("cc")
+			b.Used = func(id string) bool { return slices.Contains(tt.used, id) }
+			m, err := b.Mint(context.Background(), "n1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := e.tokens(t); !slices.Equal(got, []string{"cc0001"}) {
-				t.Errorf("tokens %v, want only the last mint's cc0001", got)
+			if got := e.tokens(t); !slices.Equal(got, tt.wantLeft) {
+				t.Errorf("tokens %v, want %v", got, tt.wantLeft)
 			}
-			if e.record(t, "n1") != "cc0001" {
-				t.Errorf("record names %s", e.record(t, "n1"))
+			if got := e.recordData(t, BootRecordName("n1")); !maps.Equal(got, tt.wantRecord) {
+				t.Errorf("record %v, want %v", got, tt.wantRecord)
 			}
-			// aa0001 was deleted by this Mint before B's did, in the
-			// update case; B's own token after the second read.
-			if !slices.Equal(m.Deleted, tt.wantDeleted) {
-				t.Errorf("deleted %v, want %v", m.Deleted, tt.wantDeleted)
+			if !slices.Equal(m.Deleted, tt.wantDeleted) || !slices.Equal(m.Kept, tt.wantKept) {
+				t.Errorf("deleted %v kept %v, want deleted %v kept %v", m.Deleted, m.Kept, tt.wantDeleted, tt.wantKept)
 			}
+			want := []string{"get", verb, "get", "update"}
+			if got := e.recordCalls(0); !slices.Equal(got, want) {
+				t.Errorf("record calls %v, want %v", got, want)
+			}
+			e.noSecretReads(t)
 		})
 	}
 
 	// A record others keep moving: Mint gives up, and undoes its token.
-	e := newBootEnv(t)
-	e.putRecord(t, "n1", "aa0001")
-	var n atomic.Int64
-	e.client.PrependReactor("update", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		e.putRecord(t, "n1", fmt.Sprintf("zz%04d", n.Add(1)))
-		return false, nil, nil
+	t.Run("moved by others every time", func(t *testing.T) {
+		e := newBootEnv(t)
+		e.putRecord(t, "n1", "aa0001")
+		var n atomic.Int64
+		e.client.PrependReactor("update", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if err := e.setRecord("n1", fmt.Sprintf("zz%04d", n.Add(1))); err != nil {
+				t.Error(err)
+			}
+			return false, nil, nil
+		})
+		_, err := e.boot("cc").Mint(context.Background(), "n1")
+		if err == nil || !strings.Contains(err.Error(), "node n1: boot record kubestrap/"+BootRecordName("n1")+": moved by others 8 times in a row") {
+			t.Fatalf("err = %v", err)
+		}
+		if !errors.Is(err, ErrContended) || Unavailable(err) {
+			t.Errorf("err = %v, want ErrContended (and not Unavailable)", err)
+		}
+		if got := e.tokens(t); len(got) != 0 {
+			t.Errorf("tokens %v left", got)
+		}
+		if n.Load() != 8 {
+			t.Errorf("%d writes tried, want 8", n.Load())
+		}
+		if !slices.Contains(e.deleted(), "bootstrap-token-cc0001") {
+			t.Errorf("no undo: deletes %v", e.deleted())
+		}
 	})
-	_, err := e.boot("cc").Mint(context.Background(), "n1")
-	if err == nil || !strings.Contains(err.Error(), "moved by others 8 times in a row") {
-		t.Fatalf("err = %v", err)
+}
+
+// TestBootTwoServers: two servers (two Boots on one cluster) minting for
+// the same nodes, one after the other and all at once: each retires the
+// other's token, and of each node's tokens only the one recorded last
+// stays.
+func TestBootTwoServers(t *testing.T) {
+	t.Run("in turn", func(t *testing.T) {
+		e := newBootEnv(t)
+		a, b := e.boot("aa"), e.boot("bb")
+		mint := func(s *Boot, wantID, wantDeleted string) {
+			t.Helper()
+			m, err := s.Mint(context.Background(), "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if wantDeleted != "" {
+				want = []string{wantDeleted}
+			}
+			if m.Token.ID != wantID || !slices.Equal(m.Deleted, want) {
+				t.Errorf("minted %s deleted %v, want %s deleted %v", m.Token.ID, m.Deleted, wantID, want)
+			}
+			if got := e.tokens(t); !slices.Equal(got, []string{wantID}) {
+				t.Errorf("tokens %v, want only %s", got, wantID)
+			}
+			if got := e.record(t, "n1"); got != wantID {
+				t.Errorf("record names %s, want %s", got, wantID)
+			}
+		}
+		mint(a, "aa0001", "")
+		mint(b, "bb0001", "aa0001")
+		// a's copy of the record is B's behind: its write conflicts, it
+		// reads the record again and retires B's token (its own first
+		// one is gone already).
+		from := len(e.client.Actions())
+		mint(a, "aa0002", "bb0001")
+		if got := e.recordCalls(from); !slices.Equal(got, []string{"update", "get", "update"}) {
+			t.Errorf("record calls %v, want a conflict, a read and the write", got)
+		}
+		mint(b, "bb0002", "aa0002")
+		e.noSecretReads(t)
+	})
+	t.Run("at once", func(t *testing.T) {
+		e := newBootEnv(t)
+		a, b := e.boot("aa"), e.boot("bb")
+		nodes := append(shardNodes(BootRecordName("n1"), 3), otherShardNode(BootRecordName("n1")))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var oks, contended int
+		for _, s := range []*Boot{a, b} {
+			for _, n := range nodes {
+				for range 6 {
+					wg.Go(func() {
+						_, err := s.Mint(context.Background(), n)
+						mu.Lock()
+						defer mu.Unlock()
+						switch {
+						case err == nil:
+							oks++
+						case errors.Is(err, ErrContended):
+							contended++
+						default:
+							t.Errorf("node %s: %v", n, err)
+						}
+					})
+				}
+			}
+		}
+		wg.Wait()
+		t.Logf("%d mints, %d contended", oks, contended)
+		if oks == 0 {
+			t.Fatal("no Mint succeeded")
+		}
+		have := e.nodeTokens(t)
+		for _, n := range nodes {
+			rec := e.record(t, n)
+			switch got := have[n]; {
+			case contended == 0 && !slices.Equal(got, []string{rec}):
+				t.Errorf("%s: tokens %v, want only the recorded %s", n, got, rec)
+			case len(got) > 1 || len(got) == 1 && got[0] != rec:
+				// A batch that gave up may have retired the recorded
+				// token before; none but it may stay.
+				t.Errorf("%s: tokens %v, record %s", n, got, rec)
+			}
+		}
+		e.noSecretReads(t)
+	})
+}
+
+// TestBootGroupCommit: the mints of a storm share their record writes,
+// and each node ends with its own token in the record.
+func TestBootGroupCommit(t *testing.T) {
+	e := newBootEnv(t)
+	b := e.boot("gc")
+	shard := BootRecordName("n1")
+	nodes := shardNodes(shard, 50)
+
+	check := func(round string, got []mintResult, before []mintResult, from int) {
+		t.Helper()
+		want := map[string]string{}
+		var ids []string
+		for i, r := range got {
+			if r.err != nil {
+				t.Fatalf("%s: node %s: %v", round, nodes[i], r.err)
+			}
+			want[nodes[i]] = r.m.Token.ID
+			ids = append(ids, r.m.Token.ID)
+			var wantDeleted []string
+			if before != nil {
+				wantDeleted = []string{before[i].m.Token.ID}
+			}
+			if !slices.Equal(r.m.Deleted, wantDeleted) || len(r.m.Kept) != 0 {
+				t.Errorf("%s: %s deleted %v kept %v, want deleted %v", round, nodes[i], r.m.Deleted, r.m.Kept, wantDeleted)
+			}
+		}
+		slices.Sort(ids)
+		if len(slices.Compact(slices.Clone(ids))) != len(nodes) {
+			t.Errorf("%s: ids %v, want one for each node", round, ids)
+		}
+		if got := e.recordData(t, shard); !maps.Equal(got, want) {
+			t.Errorf("%s: record %v\nwant %v", round, got, want)
+		}
+		if got := e.tokens(t); !slices.Equal(got, ids) {
+			t.Errorf("%s: tokens %v\nwant %v", round, got, ids)
+		}
+		calls := e.recordCalls(from)
+		t.Logf("%s: %d mints, record calls %v", round, len(nodes), calls)
+		if w := recordWrites(calls); w < 1 || w > 5 {
+			t.Errorf("%s: %d record writes for %d mints, want a handful", round, w, len(nodes))
+		}
 	}
-	if got := e.tokens(t); len(got) != 0 {
-		t.Errorf("tokens %v left", got)
+	first := mintAll(b, nodes)
+	check("first boots", first, nil, 0)
+
+	// Again: each retires its first token, and the writer starts from the
+	// record it wrote, without reading it.
+	from := len(e.client.Actions())
+	second := mintAll(b, nodes)
+	check("second boots", second, first, from)
+	if calls := e.recordCalls(from); slices.Contains(calls, "get") {
+		t.Errorf("second boots read the record: %v", calls)
 	}
-	if n.Load() != 8 {
-		t.Errorf("%d writes tried, want 8", n.Load())
+	for _, r := range []string{"kubestrap-boot-00", "kubestrap-boot-01", "kubestrap-boot-02", "kubestrap-boot-03"} {
+		if r != shard && e.recordData(t, r) != nil {
+			t.Errorf("record %s written", r)
+		}
 	}
+	e.noSecretReads(t)
+}
+
+// TestBootMintMovedBetweenBatches: another server moved the record since
+// the writer last wrote it. Its write from its own copy is a Conflict; it
+// reads the record, retires the other server's token, keeps its entries.
+func TestBootMintMovedBetweenBatches(t *testing.T) {
+	near := shardNodes(BootRecordName("n1"), 1, "n1")[0]
+	for _, tt := range []struct {
+		name string
+		// other is server B's Mint, between this server's two.
+		other       func(e *bootEnv) error
+		wantDeleted []string
+		wantLeft    []string
+		wantRecord  map[string]string
+	}{
+		{
+			name: "the node's entry",
+			other: func(e *bootEnv) error {
+				err := e.client.Tracker().Delete(secretsGVR, metav1.NamespaceSystem, "bootstrap-token-aa0001")
+				return errors.Join(err, e.putSecret("bb0001.bbbbbbbbbbbbbbbb", "n1", serveLabel), e.setRecord("n1", "bb0001"))
+			},
+			// aa0001 was gone already: B retired it.
+			wantDeleted: []string{"bb0001"},
+			wantLeft:    []string{"aa0002"},
+			wantRecord:  map[string]string{"n1": "aa0002"},
+		},
+		{
+			name: "another node's entry",
+			other: func(e *bootEnv) error {
+				return errors.Join(e.putSecret("bb0001.bbbbbbbbbbbbbbbb", near, serveLabel), e.setRecord(near, "bb0001"))
+			},
+			wantDeleted: []string{"aa0001"},
+			wantLeft:    []string{"aa0002", "bb0001"},
+			wantRecord:  map[string]string{"n1": "aa0002", near: "bb0001"},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBootEnv(t)
+			b := e.boot("aa")
+			if _, err := b.Mint(context.Background(), "n1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.other(e); err != nil {
+				t.Fatal(err)
+			}
+			from := len(e.client.Actions())
+			m, err := b.Mint(context.Background(), "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Token.ID != "aa0002" || !slices.Equal(m.Deleted, tt.wantDeleted) || len(m.Kept) != 0 {
+				t.Errorf("minted %s deleted %v kept %v, want aa0002 deleted %v", m.Token.ID, m.Deleted, m.Kept, tt.wantDeleted)
+			}
+			if got := e.recordCalls(from); !slices.Equal(got, []string{"update", "get", "update"}) {
+				t.Errorf("record calls %v, want a conflict, a read and the write", got)
+			}
+			if got := e.tokens(t); !slices.Equal(got, tt.wantLeft) {
+				t.Errorf("tokens %v, want %v", got, tt.wantLeft)
+			}
+			if got := e.recordData(t, BootRecordName("n1")); !maps.Equal(got, tt.wantRecord) {
+				t.Errorf("record %v, want %v", got, tt.wantRecord)
+			}
+			e.noSecretReads(t)
+		})
+	}
+
+	// Someone deleted the record the writer last wrote: its update is
+	// NotFound; it reads the record again, finds none and starts a new
+	// one, rather than fail the batch.
+	t.Run("deleted", func(t *testing.T) {
+		e := newBootEnv(t)
+		b := e.boot("aa")
+		if _, err := b.Mint(context.Background(), "n1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.client.Tracker().Delete(configMapsGVR, bootNS, BootRecordName("n1")); err != nil {
+			t.Fatal(err)
+		}
+		from := len(e.client.Actions())
+		m, err := b.Mint(context.Background(), "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first try retired aa0001, n1's in the writer's copy, before
+		// the write found the record gone.
+		if m.Token.ID != "aa0002" || !slices.Equal(m.Deleted, []string{"aa0001"}) {
+			t.Errorf("minted %s deleted %v, want aa0002 deleted [aa0001]", m.Token.ID, m.Deleted)
+		}
+		if got := e.recordCalls(from); !slices.Equal(got, []string{"update", "get", "create"}) {
+			t.Errorf("record calls %v, want the failed update, a read and a new record", got)
+		}
+		if got := e.recordData(t, BootRecordName("n1")); !maps.Equal(got, map[string]string{"n1": "aa0002"}) {
+			t.Errorf("record %v", got)
+		}
+		if got := e.tokens(t); !slices.Equal(got, []string{"aa0002"}) {
+			t.Errorf("tokens %v", got)
+		}
+	})
+}
+
+// TestBootMintBatch: the updates of one batch, applied in order. The
+// writer is held in its first batch's read of the record while the next
+// batch's updates queue, so they are one batch for sure.
+func TestBootMintBatch(t *testing.T) {
+	shard := BootRecordName("n1")
+	nodes := shardNodes(shard, 4, "n1")
+	primer := nodes[3]
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "x", errors.New("RBAC says no"))
+
+	// setup holds b's writer in the read of the record for primer's
+	// Mint, whose result comes on the channel; release lets it go on.
+	setup := func(t *testing.T, e *bootEnv) (b *Boot, primed <-chan mintResult, release func()) {
+		t.Helper()
+		entered, hold := make(chan struct{}), make(chan struct{})
+		var once atomic.Bool
+		b = e.boot("bt")
+		b.Client = hookedClient{e.client, &hooks{before: func(_ context.Context, verb, resource, _ string) {
+			if verb == "get" && resource == "configmaps" && once.CompareAndSwap(false, true) {
+				close(entered)
+				<-hold
+			}
+		}}}
+		ch := make(chan mintResult, 1)
+		go func() {
+			m, err := b.Mint(context.Background(), primer)
+			ch <- mintResult{m, err}
+		}()
+		<-entered
+		return b, ch, sync.OnceFunc(func() { close(hold) })
+	}
+	// mint starts a Mint for node and waits until it is queued: the
+	// updates queue in the order of the calls.
+	mint := func(t *testing.T, ctx context.Context, b *Boot, node string, queued int) <-chan mintResult {
+		t.Helper()
+		ch := make(chan mintResult, 1)
+		go func() {
+			m, err := b.Mint(ctx, node)
+			ch <- mintResult{m, err}
+		}()
+		waitPending(t, b, shard, queued)
+		return ch
+	}
+
+	t.Run("a failed retirement fails its update alone", func(t *testing.T) {
+		e := newBootEnv(t)
+		for i, n := range nodes[:3] {
+			v := fmt.Sprintf("aa%04d.aaaaaaaaaaaaaaaa", i+1)
+			e.put(t, v, n, serveLabel)
+			e.putRecord(t, n, v[:6])
+		}
+		e.client.PrependReactor("delete", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.(k8stesting.DeleteAction).GetName() == "bootstrap-token-aa0002" {
+				return true, nil, forbidden
+			}
+			return false, nil, nil
+		})
+		b, primed, release := setup(t, e)
+		defer release()
+		var results []<-chan mintResult
+		for i, n := range nodes[:3] {
+			results = append(results, mint(t, context.Background(), b, n, i+1))
+		}
+		from := len(e.client.Actions())
+		release()
+		p := <-primed
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		got := make([]mintResult, 3)
+		for i, ch := range results {
+			got[i] = <-ch
+		}
+		if got[0].err != nil || got[2].err != nil {
+			t.Fatalf("the others failed too: %v, %v", got[0].err, got[2].err)
+		}
+		if !slices.Equal(got[0].m.Deleted, []string{"aa0001"}) || !slices.Equal(got[2].m.Deleted, []string{"aa0003"}) {
+			t.Errorf("deleted %v and %v", got[0].m.Deleted, got[2].m.Deleted)
+		}
+		err := got[1].err
+		if err == nil || !strings.Contains(err.Error(), "node "+nodes[1]+": deleting the earlier token aa0002") || !strings.Contains(err.Error(), "RBAC says no") || Unavailable(err) {
+			t.Errorf("err = %v", err)
+		}
+		if got[1].m.Token.ID != "" {
+			t.Errorf("the failed Mint returned %s", got[1].m.Token.ID)
+		}
+		wantRecord := map[string]string{primer: p.m.Token.ID, nodes[0]: got[0].m.Token.ID, nodes[1]: "aa0002", nodes[2]: got[2].m.Token.ID}
+		if rec := e.recordData(t, shard); !maps.Equal(rec, wantRecord) {
+			t.Errorf("record %v, want %v", rec, wantRecord)
+		}
+		want := []string{"aa0002", p.m.Token.ID, got[0].m.Token.ID, got[2].m.Token.ID}
+		slices.Sort(want)
+		if have := e.tokens(t); !slices.Equal(have, want) {
+			t.Errorf("tokens %v, want %v (the failed Mint's undone)", have, want)
+		}
+		// The primer's read and write, then the batch's: one for the
+		// three.
+		if calls := e.recordCalls(from); !slices.Equal(calls, []string{"get", "update", "update"}) {
+			t.Errorf("record calls %v, want the primer's write and one for the batch", calls)
+		}
+	})
+
+	t.Run("one node twice", func(t *testing.T) {
+		e := newBootEnv(t)
+		e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n1", serveLabel)
+		e.putRecord(t, "n1", "aa0001")
+		b, primed, release := setup(t, e)
+		defer release()
+		x := mint(t, context.Background(), b, "n1", 1)
+		y := mint(t, context.Background(), b, "n1", 2)
+		release()
+		p, mx, my := <-primed, <-x, <-y
+		if p.err != nil || mx.err != nil || my.err != nil {
+			t.Fatal(p.err, mx.err, my.err)
+		}
+		// In order: x retires the recorded token, y retires x's.
+		if !slices.Equal(mx.m.Deleted, []string{"aa0001"}) || !slices.Equal(my.m.Deleted, []string{mx.m.Token.ID}) {
+			t.Errorf("x (%s) deleted %v, y (%s) deleted %v", mx.m.Token.ID, mx.m.Deleted, my.m.Token.ID, my.m.Deleted)
+		}
+		if got := e.record(t, "n1"); got != my.m.Token.ID {
+			t.Errorf("record names %s, want y's %s", got, my.m.Token.ID)
+		}
+		want := []string{p.m.Token.ID, my.m.Token.ID}
+		slices.Sort(want)
+		if got := e.tokens(t); !slices.Equal(got, want) {
+			t.Errorf("tokens %v, want %v", got, want)
+		}
+	})
+
+	// x cannot retire the node's token: the node keeps it, and the next
+	// update of the batch retires it in turn.
+	t.Run("one node twice, the first retirement failing", func(t *testing.T) {
+		e := newBootEnv(t)
+		e.put(t, "aa0001.aaaaaaaaaaaaaaaa", "n1", serveLabel)
+		e.putRecord(t, "n1", "aa0001")
+		var failed atomic.Bool
+		e.client.PrependReactor("delete", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.(k8stesting.DeleteAction).GetName() == "bootstrap-token-aa0001" && failed.CompareAndSwap(false, true) {
+				return true, nil, apierrors.NewServiceUnavailable("restarting")
+			}
+			return false, nil, nil
+		})
+		b, primed, release := setup(t, e)
+		defer release()
+		x := mint(t, context.Background(), b, "n1", 1)
+		y := mint(t, context.Background(), b, "n1", 2)
+		release()
+		p, mx, my := <-primed, <-x, <-y
+		if p.err != nil || my.err != nil {
+			t.Fatal(p.err, my.err)
+		}
+		if mx.err == nil || !Unavailable(mx.err) || !strings.Contains(mx.err.Error(), "deleting the earlier token aa0001") {
+			t.Errorf("x: err = %v", mx.err)
+		}
+		if !slices.Equal(my.m.Deleted, []string{"aa0001"}) {
+			t.Errorf("y deleted %v, want aa0001", my.m.Deleted)
+		}
+		if got := e.record(t, "n1"); got != my.m.Token.ID {
+			t.Errorf("record names %s, want y's %s", got, my.m.Token.ID)
+		}
+		want := []string{p.m.Token.ID, my.m.Token.ID}
+		slices.Sort(want)
+		if got := e.tokens(t); !slices.Equal(got, want) {
+			t.Errorf("tokens %v, want %v", got, want)
+		}
+	})
+
+	// A request gone while its update waits: the update is dropped and
+	// its token undone; the others of the batch are written.
+	t.Run("a request gone while queued", func(t *testing.T) {
+		e := newBootEnv(t)
+		b, primed, release := setup(t, e)
+		defer release()
+		ctx, cancel := context.WithCancel(context.Background())
+		x := mint(t, ctx, b, nodes[0], 1)
+		y := mint(t, context.Background(), b, nodes[1], 2)
+		cancel()
+		release()
+		p, mx, my := <-primed, <-x, <-y
+		if p.err != nil || my.err != nil {
+			t.Fatal(p.err, my.err)
+		}
+		if !errors.Is(mx.err, context.Canceled) || mx.m.Token.ID != "" {
+			t.Errorf("x: %s, %v; want the cancellation", mx.m.Token.ID, mx.err)
+		}
+		wantRecord := map[string]string{primer: p.m.Token.ID, nodes[1]: my.m.Token.ID}
+		if rec := e.recordData(t, shard); !maps.Equal(rec, wantRecord) {
+			t.Errorf("record %v, want %v", rec, wantRecord)
+		}
+		want := []string{p.m.Token.ID, my.m.Token.ID}
+		slices.Sort(want)
+		if got := e.tokens(t); !slices.Equal(got, want) {
+			t.Errorf("tokens %v, want %v", got, want)
+		}
+	})
+}
+
+// TestBootParallel: Parallel bounds the token creates in flight; more
+// Mints wait their turn, and give up when their request does.
+func TestBootParallel(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		parallel int
+		want     int
+	}{
+		{"three", 3, 3},
+		{"default", 0, DefaultParallel},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBootEnv(t)
+			release := make(chan struct{})
+			var inFlight, peak, creates atomic.Int64
+			b := e.boot("pp")
+			b.Parallel = tt.parallel
+			b.Client = hookedClient{e.client, &hooks{before: func(_ context.Context, verb, resource, _ string) {
+				if verb != "create" || resource != "secrets" {
+					return
+				}
+				creates.Add(1)
+				n := inFlight.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				<-release
+				inFlight.Add(-1)
+			}}}
+			var nodes []string
+			for i := range tt.want + 8 {
+				nodes = append(nodes, fmt.Sprintf("node-%d", i))
+			}
+			done := make(chan []mintResult)
+			go func() { done <- mintAll(b, nodes) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for inFlight.Load() < int64(tt.want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d creates in flight, want %d", inFlight.Load(), tt.want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			// Time for more to get in, if they could.
+			time.Sleep(50 * time.Millisecond)
+			if n := creates.Load(); n != int64(tt.want) {
+				t.Errorf("%d creates started with %d held, want %d", n, tt.want, tt.want)
+			}
+			close(release)
+			for i, r := range <-done {
+				if r.err != nil {
+					t.Errorf("node %s: %v", nodes[i], r.err)
+				}
+			}
+			if p := peak.Load(); p != int64(tt.want) {
+				t.Errorf("%d creates in flight at most, want %d", p, tt.want)
+			}
+			if got := len(e.tokens(t)); got != len(nodes) {
+				t.Errorf("%d tokens for %d nodes", got, len(nodes))
+			}
+		})
+	}
+
+	t.Run("waiting gives up with the request", func(t *testing.T) {
+		e := newBootEnv(t)
+		entered, release := make(chan struct{}), make(chan struct{})
+		var creates atomic.Int64
+		b := e.boot("pp")
+		b.Parallel = 1
+		b.Client = hookedClient{e.client, &hooks{before: func(_ context.Context, verb, resource, _ string) {
+			if verb == "create" && resource == "secrets" && creates.Add(1) == 1 {
+				close(entered)
+				<-release
+			}
+		}}}
+		first := make(chan error, 1)
+		go func() {
+			_, err := b.Mint(context.Background(), "n1")
+			first <- err
+		}()
+		<-entered
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		_, err := b.Mint(ctx, "n2")
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "node n2: waiting for a turn to create a token") {
+			t.Errorf("err = %v", err)
+		}
+		if n := creates.Load(); n != 1 {
+			t.Errorf("%d creates, want the first Mint's alone", n)
+		}
+		close(release)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		if got := e.tokens(t); !slices.Equal(got, []string{"pp0001"}) {
+			t.Errorf("tokens %v", got)
+		}
+	})
 }
 
 // TestBootMintUndo: when the node's record cannot be read or written, or
@@ -571,34 +1474,35 @@ func TestBootMintUndo(t *testing.T) {
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "x"}, "x", errors.New("RBAC says no"))
 	unavailable := apierrors.NewServiceUnavailable("restarting")
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	record := "kubestrap/" + BootRecordName("n1")
 	for _, tt := range []struct {
-		name          string
-		verb, res     string
-		err           error
-		first         bool  // no record yet
-		undoErr       error // also fail the undo's delete of the new token
-		wantLeft      []string
-		wantRecord    string
-		unavailable   bool
-		wantMsg       []string
-		wantNoDeletes bool
+		name        string
+		verb, res   string
+		err         error
+		first       bool  // no record yet
+		undoErr     error // also fail the undo's delete of the new token
+		wantLeft    []string
+		wantRecord  map[string]string
+		unavailable bool
+		wantMsg     []string
 	}{
-		{name: "record unreadable", verb: "get", res: "configmaps", err: forbidden, wantLeft: []string{"aa0001"}, wantRecord: "aa0001",
-			wantMsg: []string{"node n1: reading boot record kubestrap/kubestrap-boot-n1", "RBAC says no"}},
-		{name: "record unreadable, 503", verb: "get", res: "configmaps", err: unavailable, wantLeft: []string{"aa0001"}, wantRecord: "aa0001", unavailable: true},
-		{name: "record unreadable, refused", verb: "get", res: "configmaps", err: refused, wantLeft: []string{"aa0001"}, wantRecord: "aa0001", unavailable: true},
-		{name: "current token undeletable", verb: "delete", res: "secrets", err: forbidden, wantLeft: []string{"aa0001"}, wantRecord: "aa0001",
-			wantMsg: []string{"deleting the earlier token aa0001", "RBAC says no"}},
-		{name: "current token undeletable, 503", verb: "delete", res: "secrets", err: unavailable, wantLeft: []string{"aa0001"}, wantRecord: "aa0001", unavailable: true},
+		{name: "record unreadable", verb: "get", res: "configmaps", err: forbidden, wantLeft: []string{"aa0001"}, wantRecord: map[string]string{"n1": "aa0001"},
+			wantMsg: []string{"node n1: reading boot record " + record, "RBAC says no"}},
+		{name: "record unreadable, 503", verb: "get", res: "configmaps", err: unavailable, wantLeft: []string{"aa0001"}, wantRecord: map[string]string{"n1": "aa0001"}, unavailable: true},
+		{name: "record unreadable, refused", verb: "get", res: "configmaps", err: refused, wantLeft: []string{"aa0001"}, wantRecord: map[string]string{"n1": "aa0001"}, unavailable: true},
+		{name: "current token undeletable", verb: "delete", res: "secrets", err: forbidden, wantLeft: []string{"aa0001"}, wantRecord: map[string]string{"n1": "aa0001"},
+			wantMsg: []string{"node n1: deleting the earlier token aa0001", "RBAC says no"}},
+		{name: "current token undeletable, 503", verb: "delete", res: "secrets", err: unavailable, wantLeft: []string{"aa0001"}, wantRecord: map[string]string{"n1": "aa0001"}, unavailable: true},
 		// The current token was deleted before the write: the node has
 		// none until its next boot's request.
-		{name: "record unwritable", verb: "update", res: "configmaps", err: forbidden, wantLeft: nil, wantRecord: "aa0001",
-			wantMsg: []string{"writing boot record kubestrap/kubestrap-boot-n1", "RBAC says no"}},
-		{name: "first record uncreatable", verb: "create", res: "configmaps", err: forbidden, first: true, wantLeft: nil, wantRecord: "",
-			wantMsg: []string{"writing boot record"}},
+		{name: "record unwritable", verb: "update", res: "configmaps", err: forbidden, wantLeft: nil, wantRecord: map[string]string{"n1": "aa0001"},
+			wantMsg: []string{"node n1: writing boot record " + record, "RBAC says no"}},
+		{name: "record unwritable, 503", verb: "update", res: "configmaps", err: unavailable, wantLeft: nil, wantRecord: map[string]string{"n1": "aa0001"}, unavailable: true},
+		{name: "first record uncreatable", verb: "create", res: "configmaps", err: forbidden, first: true, wantLeft: nil, wantRecord: nil,
+			wantMsg: []string{"node n1: writing boot record " + record}},
 		// The token left is not the record's, so no later Mint retires
 		// it: it stays valid until it expires. The error says which.
-		{name: "undo fails too", verb: "delete", res: "secrets", err: forbidden, undoErr: refused, wantLeft: []string{"aa0001", "bt0001"}, wantRecord: "aa0001",
+		{name: "undo fails too", verb: "delete", res: "secrets", err: forbidden, undoErr: refused, wantLeft: []string{"aa0001", "bt0001"}, wantRecord: map[string]string{"n1": "aa0001"},
 			unavailable: true, wantMsg: []string{"deleting the earlier token aa0001", "deleting the new token bt0001 again", "connection refused"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -622,7 +1526,8 @@ func TestBootMintUndo(t *testing.T) {
 				}
 				return true, nil, tt.err
 			})
-			m, err := e.boot("bt").Mint(context.Background(), "n1")
+			b := e.boot("bt")
+			m, err := b.Mint(context.Background(), "n1")
 			armed.Store(false)
 			if err == nil {
 				t.Fatalf("Mint succeeded: %s", m.Token.ID)
@@ -644,66 +1549,144 @@ func TestBootMintUndo(t *testing.T) {
 			if got := e.tokens(t); !slices.Equal(got, tt.wantLeft) {
 				t.Errorf("tokens left %v, want %v", got, tt.wantLeft)
 			}
-			if got := e.record(t, "n1"); got != tt.wantRecord {
-				t.Errorf("record names %q, want %q", got, tt.wantRecord)
+			if got := e.recordData(t, BootRecordName("n1")); !maps.Equal(got, tt.wantRecord) {
+				t.Errorf("record %v, want %v", got, tt.wantRecord)
 			}
 			if !slices.Contains(e.deleted(), "bootstrap-token-bt0001") {
 				t.Errorf("no undo: deletes %v", e.deleted())
 			}
 			e.noSecretReads(t)
+
+			// The failure is the one Mint's: with the API server well
+			// again, the next one takes over from the record as it is.
+			m, err = b.Mint(context.Background(), "n1")
+			if err != nil {
+				t.Fatalf("the next Mint: %v", err)
+			}
+			if got := e.record(t, "n1"); got != m.Token.ID {
+				t.Errorf("record names %s, want %s", got, m.Token.ID)
+			}
+			want := slices.DeleteFunc(slices.Clone(tt.wantLeft), func(id string) bool { return id == "aa0001" })
+			want = append(want, m.Token.ID)
+			slices.Sort(want)
+			if got := e.tokens(t); !slices.Equal(got, want) {
+				t.Errorf("after the next Mint: tokens %v, want %v", got, want)
+			}
 		})
 	}
 }
 
 // TestBootMintUndoCancelled: the undo runs even when the request that
-// asked is gone, its context cancelled while Mint read the record. Against
-// a real HTTP server, since the fake clientset ignores contexts.
+// asked is gone, its context cancelled while its update waited for the
+// record's writer, or while the writer read the record for it. Against a
+// real HTTP server, since the fake clientset ignores contexts.
 func TestBootMintUndoCancelled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var (
-		mu      sync.Mutex
-		deleted []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch r.Method {
-		case http.MethodPost:
-			var s corev1.Secret
-			if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
+	record := "/api/v1/namespaces/kubestrap/configmaps/" + BootRecordName("n1")
+	newToken := "/api/v1/namespaces/kube-system/secrets/bootstrap-token-bt0001"
+	for _, tt := range []struct {
+		name string
+		// getRecord answers the writer's read of the record, after the
+		// request is cancelled; nil: the request is cancelled as soon as
+		// the token is created.
+		getRecord func(w http.ResponseWriter)
+		wantErr   func(error) bool
+		wantCalls []string
+	}{
+		{
+			name:      "while queued",
+			wantErr:   func(err error) bool { return errors.Is(err, context.Canceled) },
+			wantCalls: []string{"POST /api/v1/namespaces/kube-system/secrets", "DELETE " + newToken},
+		},
+		{
+			name: "while the record is read",
+			getRecord: func(w http.ResponseWriter) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"ServiceUnavailable","message":"restarting","code":503}`)
+			},
+			wantErr:   func(err error) bool { return Unavailable(err) && strings.Contains(err.Error(), "reading boot record") },
+			wantCalls: []string{"POST /api/v1/namespaces/kube-system/secrets", "GET " + record, "DELETE " + newToken},
+		},
+		{
+			// The writer finishes what it took, whatever becomes of the
+			// request: the token is made current, not undone.
+			name: "after the record is read",
+			getRecord: func(w http.ResponseWriter) {
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
+			},
+			wantCalls: []string{"POST /api/v1/namespaces/kube-system/secrets", "GET " + record, "POST /api/v1/namespaces/kubestrap/configmaps"},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var (
+				mu    sync.Mutex
+				calls []string
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls = append(calls, r.Method+" "+r.URL.Path)
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				switch {
+				case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/secrets"):
+					var s corev1.Secret
+					if err := json.NewDecoder(r.Body).Decode(&s); err != nil {
+						http.Error(w, err.Error(), http.StatusBadRequest)
+						return
+					}
+					s.UID, s.CreationTimestamp = "uid-new", metav1.NewTime(bootT0.Truncate(time.Second))
+					w.WriteHeader(http.StatusCreated)
+					json.NewEncoder(w).Encode(&s)
+				case r.Method == http.MethodGet && tt.getRecord != nil:
+					// The machine hangs up while the record is read.
+					cancel()
+					tt.getRecord(w)
+				case r.Method == http.MethodPost:
+					var cm corev1.ConfigMap
+					if err := json.NewDecoder(r.Body).Decode(&cm); err != nil {
+						http.Error(w, err.Error(), http.StatusBadRequest)
+						return
+					}
+					cm.ResourceVersion = "1"
+					w.WriteHeader(http.StatusCreated)
+					json.NewEncoder(w).Encode(&cm)
+				case r.Method == http.MethodDelete:
+					fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Success"}`)
+				default:
+					http.Error(w, "unexpected", http.StatusTeapot)
+				}
+			}))
+			defer srv.Close()
+			client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, ContentConfig: rest.ContentConfig{ContentType: "application/json"}})
+			if err != nil {
+				t.Fatal(err)
 			}
-			s.UID, s.CreationTimestamp = "uid-new", metav1.NewTime(bootT0.Truncate(time.Second))
-			w.WriteHeader(http.StatusCreated)
-			json.NewEncoder(w).Encode(&s)
-		case http.MethodGet:
-			// The machine hangs up while the record is read.
-			cancel()
-			select {
-			case <-r.Context().Done():
-			case <-time.After(10 * time.Second):
+			h := &hooks{}
+			if tt.getRecord == nil {
+				// The machine hangs up as soon as its token is made.
+				h.after = func(verb, resource, _ string, err error) {
+					if verb == "create" && resource == "secrets" && err == nil {
+						cancel()
+					}
+				}
 			}
-		case http.MethodDelete:
+			b := &Boot{Client: hookedClient{client, h}, Namespace: bootNS, TTL: bootTTL, Now: func() time.Time { return bootT0 }, Generate: bootSeq("bt")}
+			m, err := b.Mint(ctx, "n1")
+			if tt.wantErr == nil {
+				if err != nil || m.Token.ID != "bt0001" {
+					t.Errorf("Mint = %s, %v; want bt0001", m.Token.ID, err)
+				}
+			} else if err == nil || !tt.wantErr(err) || m.Token.ID != "" {
+				t.Errorf("Mint = %q, %v", m.Token.ID, err)
+			}
 			mu.Lock()
-			deleted = append(deleted, r.URL.Path)
-			mu.Unlock()
-			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Success"}`)
-		}
-	}))
-	defer srv.Close()
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, ContentConfig: rest.ContentConfig{ContentType: "application/json"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &Boot{Client: client, Namespace: bootNS, TTL: bootTTL, Now: func() time.Time { return bootT0 }, Generate: bootSeq("bt")}
-	if _, err := b.Mint(ctx, "n1"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want the cancellation", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if want := "/api/v1/namespaces/kube-system/secrets/bootstrap-token-bt0001"; !slices.Equal(deleted, []string{want}) {
-		t.Errorf("deletes %v, want the undo of the new token", deleted)
+			defer mu.Unlock()
+			if !slices.Equal(calls, tt.wantCalls) {
+				t.Errorf("calls\n%s\nwant\n%s", strings.Join(calls, "\n"), strings.Join(tt.wantCalls, "\n"))
+			}
+		})
 	}
 }
 
@@ -749,11 +1732,17 @@ func TestBootMintCreate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "node n1: 16 token ids in a row were taken") {
 			t.Fatalf("Mint = %s, %v; want the ids-taken error", m.Token.ID, err)
 		}
+		if !errors.Is(err, ErrContended) || Unavailable(err) {
+			t.Errorf("err = %v, want ErrContended (and not Unavailable)", err)
+		}
 		if m.Token.ID != "" || tries.Load() != 16 {
 			t.Errorf("a failed Mint returned token %q after %d tries", m.Token.ID, tries.Load())
 		}
 		if got := e.tokens(t); !slices.Equal(got, []string{"aa0001"}) || e.record(t, "n1") != "" || len(e.deleted()) != 0 {
 			t.Errorf("tokens %v, record %q, deletes %v", got, e.record(t, "n1"), e.deleted())
+		}
+		if calls := e.recordCalls(0); len(calls) != 0 {
+			t.Errorf("record calls %v", calls)
 		}
 	})
 	for _, tt := range []struct {
@@ -777,6 +1766,9 @@ func TestBootMintCreate(t *testing.T) {
 			}
 			if got := e.tokens(t); len(got) != 0 || e.record(t, "n1") != "" {
 				t.Errorf("tokens %v, record %q", got, e.record(t, "n1"))
+			}
+			if calls := e.recordCalls(0); len(calls) != 0 {
+				t.Errorf("record calls %v", calls)
 			}
 		})
 	}
