@@ -180,12 +180,17 @@ echo "wrote BENCHMARKS.md" >&2
 # (bench/readme_test.go checks that every figure it quotes is in the table).
 block=$(awk -v w10="$w10" -v r10="$r10" -v w20="$w20" -v g20="$g20" -v c20="$c20" \
 	-v gn="$guide_nodes" -v gs="$guide_seconds" -v fn="$floor_nodes" -v fs="$floor_seconds" \
-	-v ln="$live_nodes" -v ls="$live_seconds" -v day="$(date -u +%Y-%m-%d)" -v cpus="$(nproc)" 'BEGIN {
+	-v ln="$live_nodes" -v ls="$live_seconds" -v day="$(date -u +%Y-%m-%d)" -v cpus="$(nproc)" \
+	-v sm="$storm_machines" -v ss="$storm_seconds" -v sf="$storm_floor_seconds" -v p99="$storm_p99_ms" \
+	-v hb="$bootipxe_rps" -v hi="$ipxe_rps" 'BEGIN {
 	printf "From [BENCHMARKS.md](BENCHMARKS.md) (%s, %d CPUs): 10,000 nodes offline in %.2f s\n", day, cpus, w10
 	printf "with %.0f MB peak RSS, 20,000 in %.2f s; on tmpfs, 20,000 nodes in %.2f s, %.2fx\n", r10/1024, w20, g20, g20/c20
 	printf "the time `cp -a` takes to copy the tree they wrote (%.2f s); %d nodes against a\n", c20, ln
 	printf "live API server at %.0f%% of the throughput of a bare client-go create loop,\n", 100*(ln/ls)/(fn/fs)
 	printf "and %.0fx faster per node than the guide'"'"'s `kubeadm` + `kubectl` + `sed` loop.\n", (gs/gn)/(ls/ln)
+	printf "`serve`: %d machines asking for their Ignition at once are answered in %.3f s,\n", sm, ss
+	printf "%.2fx the floor'"'"'s creates of as many tokens (%.3f s; the target is 1.3x), p99 %d ms;\n", ss/sf, sf, p99
+	printf "`/boot.ipxe` and `/ipxe` answer %.0f and %.0f requests/s on loopback.\n", hb, hi
 }')
 awk -v block="$block" '
 	/^<!-- bench:begin/ { print; print block; skip = 1; next }
