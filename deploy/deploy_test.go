@@ -432,6 +432,8 @@ var (
 	policyNamespace = regexp.MustCompile(`^request\.namespace == '([^']*)'$`)
 	policyType      = regexp.MustCompile(`^has\(variables\.secret\.type\) && variables\.secret\.type == '([^']*)'$`)
 	policyName      = regexp.MustCompile(`^variables\.secret\.metadata\.name\.matches\('([^']*)'\)$`)
+	policyExpires   = regexp.MustCompile(`^request\.operation != 'CREATE' \|\| \(has\(object\.data\) && 'expiration' in object\.data\)$`)
+	policyGroup     = regexp.MustCompile(`^request\.operation != 'CREATE' \|\| \(has\(object\.data\) && 'auth-extra-groups' in object\.data && string\(base64\.decode\(object\.data\['auth-extra-groups'\]\)\)\.matches\('([^']*)'\) && !string\(base64\.decode\(object\.data\['auth-extra-groups'\]\)\)\.startsWith\('([^']*)'\)\)$`)
 	policyLabel     = regexp.MustCompile(`^has\(variables\.secret\.metadata\.labels\) && '([^']+)' in variables\.secret\.metadata\.labels && variables\.secret\.metadata\.labels\['([^']+)'\] == '([^']*)'$`)
 )
 
@@ -441,6 +443,10 @@ type policyRules struct {
 	secretType string
 	name       *regexp.Regexp
 	labels     map[string]string
+	// On CREATE: an expiration, and one group matching group.
+	expires  bool
+	group    *regexp.Regexp
+	notGroup string // a prefix refused
 }
 
 func (r policyRules) check(op, namespace string, s *corev1.Secret) error {
@@ -457,6 +463,14 @@ func (r policyRules) check(op, namespace string, s *corev1.Secret) error {
 	for k, v := range r.labels {
 		if got, ok := s.Labels[k]; !ok || got != v {
 			errs = append(errs, fmt.Errorf("label %s=%q, the policy wants %q", k, got, v))
+		}
+	}
+	if op == "CREATE" {
+		if _, ok := s.Data[bootstrapapi.BootstrapTokenExpirationKey]; r.expires && !ok {
+			errs = append(errs, errors.New("no expiration, the policy wants one"))
+		}
+		if g := string(s.Data[bootstrapapi.BootstrapTokenExtraGroupsKey]); r.group != nil && (!r.group.MatchString(g) || strings.HasPrefix(g, r.notGroup)) {
+			errs = append(errs, fmt.Errorf("groups %q do not match the policy's %s", g, r.group))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -547,6 +561,16 @@ func TestAdmissionPolicy(t *testing.T) {
 			}
 			rules.name = re
 			names = append(names, re.String())
+		case policyExpires.MatchString(expr):
+			rules.expires = true
+		case policyGroup.MatchString(expr):
+			m := policyGroup.FindStringSubmatch(expr)
+			re, err := regexp.Compile(m[1])
+			if err != nil {
+				t.Errorf("validation %d: %v", i, err)
+				continue
+			}
+			rules.group, rules.notGroup = re, m[2]
 		case policyLabel.MatchString(expr):
 			m := policyLabel.FindStringSubmatch(expr)
 			if m[1] != m[2] {
@@ -571,6 +595,9 @@ func TestAdmissionPolicy(t *testing.T) {
 	}
 	if want := map[string]string{token.LabelManagedBy: token.ManagedBy, token.LabelSource: token.SourceServe}; !reflect.DeepEqual(rules.labels, want) {
 		t.Errorf("the policy wants labels %v, want %v (what serve's tokens carry)", rules.labels, want)
+	}
+	if !rules.expires {
+		t.Errorf("the policy lets the account create tokens that never expire")
 	}
 	if t.Failed() {
 		return

@@ -135,6 +135,22 @@ func (h *harness) checkServeAccountConfined(kubeconfig string) {
 		_, err := secrets.Create(ctx, forged, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err), fmt.Sprintf("a dry-run create of an Opaque Secret: %v", err)
 	})
+	// Serve's shape in every way the labels and name can say, but a token
+	// that never expires, or one in kubeadm's group.
+	token := func(edit func(map[string]string)) *corev1.Secret {
+		data := map[string]string{"token-id": "zzzzzz", "token-secret": "0123456789abcdef", "usage-bootstrap-authentication": "true",
+			"expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "auth-extra-groups": "system:bootstrappers:node-x"}
+		edit(data)
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-zzzzzz", Namespace: metav1.NamespaceSystem,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "kubestrap", "kubestrap.dev/source": "serve"}},
+			Type: corev1.SecretType("bootstrap.kubernetes.io/token"), StringData: data,
+		}
+	}
+	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	if _, err := secrets.Create(h.ctx, token(func(map[string]string) {}), dryRun); err != nil {
+		h.t.Errorf("serve's account may not create a token shaped as serve's own (dry run): %v", err)
+	}
 	checks := []struct {
 		what, want string
 		call       func() error
@@ -143,6 +159,10 @@ func (h *harness) checkServeAccountConfined(kubeconfig string) {
 		{"read a Secret", "forbidden", func() error { _, err := secrets.Get(h.ctx, victim.Name, metav1.GetOptions{}); return err }},
 		{"create an Opaque Secret", "type bootstrap.kubernetes.io/token only", func() error { _, err := secrets.Create(h.ctx, forged, metav1.CreateOptions{}); return err }},
 		{"delete a Secret not its own", "bootstrap.kubernetes.io/token only", func() error { return secrets.Delete(h.ctx, victim.Name, metav1.DeleteOptions{}) }},
+		{"create a token that never expires", "only tokens that expire", func() error {
+			_, err := secrets.Create(h.ctx, token(func(d map[string]string) { delete(d, "expiration") }), dryRun)
+			return err
+		}},
 	}
 	for _, c := range checks {
 		err := c.call()

@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,8 +90,8 @@ type Server struct {
 	ix       *index
 	nodes    []model.Node
 	limiters []*rate.Limiter
-	// locks serialise one node's mints in this replica.
-	locks []sync.Mutex
+	// locks serialise one node's mints in this replica: one slot each.
+	locks []chan struct{}
 	// turns holds one entry per mint under way.
 	turns   chan struct{}
 	m       *metrics
@@ -149,7 +148,10 @@ func New(o Options) (*Server, error) {
 	for i := range s.limiters {
 		s.limiters[i] = rate.NewLimiter(o.Rate, o.Burst)
 	}
-	s.locks = make([]sync.Mutex, len(s.nodes))
+	s.locks = make([]chan struct{}, len(s.nodes))
+	for i := range s.locks {
+		s.locks[i] = make(chan struct{}, 1)
+	}
 	s.turns = make(chan struct{}, o.MaxInFlight)
 	if s.m, err = newMetrics(o.Registry); err != nil {
 		return nil, err
@@ -193,7 +195,8 @@ type reply struct {
 	node        string
 	tokenID     string
 	deleted     []string
-	why         string // for an error status: the log's reason
+	why         string        // for an error status: the log's reason
+	retryAfter  time.Duration // for a 429: when to ask again, if not RetryAfter
 	err         error
 }
 
@@ -214,7 +217,11 @@ func (s *Server) route(pattern, endpoint string, h func(http.ResponseWriter, *ht
 			hdr.Set("Allow", http.MethodGet)
 		}
 		if rep.status == http.StatusServiceUnavailable || rep.status == http.StatusTooManyRequests {
-			hdr.Set("Retry-After", strconv.Itoa(int(s.o.RetryAfter/time.Second)))
+			wait := s.o.RetryAfter
+			if rep.retryAfter > 0 {
+				wait = rep.retryAfter
+			}
+			hdr.Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 		}
 		body := rep.body
 		if rep.status != http.StatusOK && body == nil {
@@ -338,16 +345,25 @@ func (s *Server) document(r *http.Request, p *pipeline.Pipeline, i int, name, co
 		// A HEAD would mint a token for a document nobody receives.
 		return &reply{status: http.StatusMethodNotAllowed, node: n.Name, why: "a document that holds a token is for GET only"}
 	}
-	ctx := r.Context()
-	if !s.limiters[i].Allow() {
-		return &reply{status: http.StatusTooManyRequests, node: n.Name, why: "the node's token requests are over the rate limit"}
+	if res := s.limiters[i].Reserve(); res.Delay() > 0 {
+		// Retry-After says when the node's next token is due, not a
+		// fixed wait: an obedient machine asks once more, not five times.
+		wait := res.Delay()
+		res.Cancel()
+		return &reply{status: http.StatusTooManyRequests, node: n.Name, retryAfter: wait, why: "the node's token requests are over the rate limit"}
 	}
-	// One mint per node at a time here: two at once would each delete
-	// the other's token only if the API server's order said so.
-	s.locks[i].Lock()
-	defer s.locks[i].Unlock()
-	ctx, cancel := context.WithTimeout(ctx, s.o.MintTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.MintTimeout)
 	defer cancel()
+	// One mint per node at a time here: two at once would each delete
+	// the other's token only if the API server's order said so. The wait
+	// for it is bounded like the rest of the mint.
+	select {
+	case s.locks[i] <- struct{}{}:
+		defer func() { <-s.locks[i] }()
+	case <-ctx.Done():
+		s.m.mintFailures.Inc()
+		return &reply{status: http.StatusServiceUnavailable, node: n.Name, why: "the node's earlier request is still minting", err: ctx.Err()}
+	}
 	select {
 	case s.turns <- struct{}{}:
 	case <-ctx.Done():

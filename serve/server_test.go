@@ -539,7 +539,9 @@ func TestRateLimit(t *testing.T) {
 		if w.Code != want {
 			t.Fatalf("request %d: status %d, want %d", i+1, w.Code, want)
 		}
-		if want == 429 && (w.Header().Get("Retry-After") != "30" || w.Body.String() != "Too Many Requests\n") {
+		// When the node's next token is due (one per 1,000 s), not the
+		// fixed RetryAfter of an API server outage.
+		if want == 429 && (w.Header().Get("Retry-After") != "1000" || w.Body.String() != "Too Many Requests\n") {
 			t.Errorf("429: Retry-After %q, body %q", w.Header().Get("Retry-After"), w.Body)
 		}
 	}
@@ -1136,5 +1138,26 @@ func TestMaxInFlight(t *testing.T) {
 	wg.Wait()
 	if peak > 2 || len(e.tokens.Calls()) != 4 {
 		t.Errorf("peak %d over %d mints, want at most 2 over 4", peak, len(e.tokens.Calls()))
+	}
+}
+
+// TestNodeLockBounded: a request waiting behind its node's earlier one
+// gives up at the mint timeout, as the earlier one does.
+func TestNodeLockBounded(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MintTimeout = 100 * time.Millisecond })
+	e.tokens.block = true
+	start := time.Now()
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() { codes <- e.get(t, "/ignition?mac=52:54:00:aa:00:01", nil).Code }()
+	}
+	for range 2 {
+		if c := <-codes; c != http.StatusServiceUnavailable {
+			t.Errorf("status %d, want 503", c)
+		}
+	}
+	// The second waited for the lock, not for the first's whole mint.
+	if took := time.Since(start); took > 150*time.Millisecond {
+		t.Errorf("both answered after %v: the wait for the node's lock outlived the mint timeout", took)
 	}
 }

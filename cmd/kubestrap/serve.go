@@ -66,7 +66,7 @@ func serveCommand(d deps) *cli.Command {
 			&cli.StringFlag{Name: "boot-profile", Usage: "`FILE` with the kernel, initrds and arguments /ipxe boots (see examples/boot-profiles)", TakesFile: true, Category: "Inputs"},
 			&cli.StringFlag{Name: "variant", Usage: "Butane `VARIANT` when the cluster names no os: fcos or flatcar", Value: "fcos", Category: "Inputs"},
 			&cli.StringFlag{Name: "kubeconfig", Usage: "admin kubeconfig `FILE` (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)", TakesFile: true, Category: "Tokens"},
-			&cli.StringFlag{Name: "namespace", Usage: "`NAMESPACE` of the boot records, one ConfigMap per node saying which token is its current one", DefaultText: "the pod's own in a cluster, else kube-system", Category: "Tokens"},
+			&cli.StringFlag{Name: "namespace", Usage: "`NAMESPACE` of the boot records, the ConfigMaps that say which token is each node's current one", DefaultText: "the pod's own in a cluster, else kube-system", Category: "Tokens"},
 			&cli.DurationFlag{Name: "token-ttl", Usage: "lifetime of a token minted for one boot", Value: time.Hour, Category: "Tokens"},
 			&cli.StringFlag{Name: "listen", Usage: "`ADDR:PORT` to listen on", Value: ":8080", Category: "Server"},
 			&cli.StringFlag{Name: "url", Usage: "`URL` machines reach this server at, for the URLs /ipxe hands on (default: the request's Host)", Category: "Server"},
@@ -249,7 +249,9 @@ func runServe(c *cli.Context, d deps) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	// Long enough for a mint under way to finish (its timeout, then its
+	// boot record's write): one cut off mid-way leaves a token unrecorded.
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 50*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(shutCtx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
