@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -27,25 +26,9 @@ import (
 //     loopback over keep-alive connections, against bench/floor -http, a
 //     bare net/http server answering the same script, under the same load.
 //
-// It prints "BENCH key=value" lines; it only runs when KUBESTRAP_BENCH=1.
-func TestBenchServe(t *testing.T) {
-	if os.Getenv(envBench) != "1" {
-		t.Skipf("benchmark: bench/run.sh runs it (%s=1)", envBench)
-	}
-	if os.Getenv(envBenchInner) == "1" {
-		benchServe(t)
-		return
-	}
-	requireE2E(t)
-	ks := buildKubestrap(t, t.TempDir())
-	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run=^TestBenchServe$", "-test.v=true", "-test.count=1", "-test.timeout=20m")
-	cmd.Env = append(os.Environ(), envBenchInner+"=1", envKubestrap+"="+ks)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("the benchmark in its network namespace failed: %v", err)
-	}
-}
+// It prints "BENCH key=value" lines; it only runs when KUBESTRAP_BENCH=1
+// (runBench).
+func TestBenchServe(t *testing.T) { runBench(t, "TestBenchServe", benchServe) }
 
 // serveParallel is serve's --parallel in the storm, and the floor's.
 const serveParallel = 64

@@ -26,17 +26,23 @@ const (
 	envBenchKubectl = "KUBESTRAP_BENCH_KUBECTL"
 )
 
-func TestBenchLive(t *testing.T) {
+func TestBenchLive(t *testing.T) { runBench(t, "TestBenchLive", benchLive) }
+
+// runBench runs the benchmark test named test: inside its own network
+// namespace, with this checkout's kubestrap, bench in the inner run; only
+// when KUBESTRAP_BENCH=1. Its output goes straight to stdout, where
+// bench/run.sh reads the BENCH lines.
+func runBench(t *testing.T, test string, bench func(*testing.T)) {
 	if os.Getenv(envBench) != "1" {
 		t.Skipf("benchmark: bench/run.sh runs it (%s=1)", envBench)
 	}
 	if os.Getenv(envBenchInner) == "1" {
-		benchLive(t)
+		bench(t)
 		return
 	}
 	requireE2E(t)
 	ks := buildKubestrap(t, t.TempDir())
-	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run=^TestBenchLive$", "-test.v=true", "-test.count=1", "-test.timeout=20m")
+	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run=^"+test+"$", "-test.v=true", "-test.count=1", "-test.timeout=20m")
 	cmd.Env = append(os.Environ(), envBenchInner+"=1", envKubestrap+"="+ks)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

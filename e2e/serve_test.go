@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 )
 
@@ -205,12 +206,18 @@ func tokenIn(doc []byte) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	for _, a := range cfg.AuthInfos {
-		if id, _, ok := strings.Cut(a.Token, "."); ok {
-			return id, true
-		}
+	return bootstrapTokenID(cfg)
+}
+
+// bootstrapTokenID is the id of the bootstrap token a kubeconfig's current
+// context authenticates with.
+func bootstrapTokenID(cfg *clientcmdapi.Config) (string, bool) {
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	if ctx == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
+		return "", false
 	}
-	return "", false
+	id, _, ok := strings.Cut(cfg.AuthInfos[ctx.AuthInfo].Token, ".")
+	return id, ok
 }
 
 // tokenIDOf reads a node's bootstrap kubeconfig's token id.
@@ -220,12 +227,11 @@ func tokenIDOf(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range cfg.AuthInfos {
-		id, _, _ := strings.Cut(a.Token, ".")
-		return id
+	id, ok := bootstrapTokenID(cfg)
+	if !ok {
+		t.Fatalf("%s: no bootstrap token in the current context", path)
 	}
-	t.Fatalf("%s: no user", path)
-	return ""
+	return id
 }
 
 // serveTokens lists the ids of the tokens serve minted for node ("": for

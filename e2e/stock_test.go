@@ -17,7 +17,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // TestStockBoot boots stock machines for real: a Debian root filesystem
@@ -319,12 +318,7 @@ func (h *harness) checkStockJoin(n *stockNode, sum string, booted time.Time) {
 		h.t.Errorf("%s: kubelet.service ExecStart %q, want kubestrap's command line only", m.name, execLine)
 	}
 	h.t.Logf("%s: systemd runs %s", m.name, strings.TrimSpace(execLine))
-	kc, err := clientcmd.LoadFromFile(m.path(bootstrapKubeconfigPath))
-	if err != nil {
-		h.t.Fatalf("%s: %v", m.name, err)
-	}
-	id, _, _ := strings.Cut(kc.AuthInfos[kc.Contexts[kc.CurrentContext].AuthInfo].Token, ".")
-	nd := &node{name: n.Name, ip: n.IP, tokenID: id, kubelet: m.nspawn}
+	nd := &node{name: n.Name, ip: n.IP, tokenID: tokenIDOf(h.t, m.path(bootstrapKubeconfigPath)), kubelet: m.nspawn}
 	h.waitCSRIssued(nd)
 	h.waitNodeReady(nd)
 	node, err := h.client.CoreV1().Nodes().Get(h.ctx, n.Name, metav1.GetOptions{})
