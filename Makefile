@@ -41,7 +41,7 @@ FUZZ_TARGETS := generator/model:FuzzClusterFile generator/model:FuzzEnvFile \
 	generator/encode/cloudinit:FuzzMergeUserData \
 	generator/encode/ignition:FuzzSnippet \
 	generator/encode/internal/layout:FuzzLiteral \
-	serve:FuzzBootProfile
+	serve:FuzzBootProfile approve:FuzzDecide
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for target in $(FUZZ_TARGETS); do \

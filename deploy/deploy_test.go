@@ -101,29 +101,38 @@ type kustomization struct {
 
 func readKustomization(t *testing.T) kustomization {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(serveDir, "kustomization.yaml"))
+	return readKustomizationIn(t, serveDir)
+}
+
+func readKustomizationIn(t *testing.T, dir string) kustomization {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var k kustomization
 	if err := yaml.UnmarshalStrict(data, &k); err != nil {
-		t.Fatalf("kustomization.yaml: %v", err)
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
 	}
 	return k
 }
 
-// loadManifests decodes every document of every resource kustomization.yaml
-// lists.
-func loadManifests(t *testing.T) []object {
+// loadManifests decodes every document of every resource deploy/serve's
+// kustomization.yaml lists.
+func loadManifests(t *testing.T) []object { t.Helper(); return loadDir(t, serveDir) }
+
+// loadDir decodes every document of every resource dir's
+// kustomization.yaml lists.
+func loadDir(t *testing.T, dir string) []object {
 	t.Helper()
-	k := readKustomization(t)
+	k := readKustomizationIn(t, dir)
 	dec := strictDecoder()
 	var objs []object
 	for _, res := range k.Resources {
-		file := filepath.Join(serveDir, res)
+		file := filepath.Join(dir, res)
 		data, err := os.ReadFile(file)
 		if err != nil {
-			t.Fatalf("kustomization.yaml names %s: %v", res, err)
+			t.Fatalf("%s/kustomization.yaml names %s: %v", dir, res, err)
 		}
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 		for i := 1; ; i++ {
@@ -173,7 +182,7 @@ func one[T runtime.Object](t *testing.T, objs []object) T {
 	got := all[T](objs)
 	if len(got) != 1 {
 		var zero T
-		t.Fatalf("deploy/serve holds %d %T, want exactly one", len(got), zero)
+		t.Fatalf("the manifests hold %d %T, want exactly one", len(got), zero)
 	}
 	return got[0]
 }
@@ -194,8 +203,13 @@ func TestStrictDecoder(t *testing.T) {
 	}
 }
 
-func TestKustomization(t *testing.T) {
-	k := readKustomization(t)
+func TestKustomization(t *testing.T) { checkKustomization(t, serveDir) }
+
+// checkKustomization wants dir's kustomization.yaml to apply every manifest
+// in dir, and only those, with no namespace of its own.
+func checkKustomization(t *testing.T, dir string) {
+	t.Helper()
+	k := readKustomizationIn(t, dir)
 	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
 		t.Errorf("kustomization.yaml is %s %s", k.APIVersion, k.Kind)
 	}
@@ -203,7 +217,7 @@ func TestKustomization(t *testing.T) {
 		t.Errorf("kustomization.yaml sets namespace %s: it would move the Role and RoleBinding out of kube-system", k.Namespace)
 	}
 	// Every manifest in the directory is applied, and only those.
-	files, err := filepath.Glob(filepath.Join(serveDir, "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,9 +290,26 @@ func TestRBAC(t *testing.T) {
 	// token is current in the boot records.
 	sys := roles[metav1.NamespaceSystem]
 	checkRules(t, "Role kube-system/"+sys.Name, sys.Rules, "", "secrets", "create", "delete")
-	// The boot records: read, made, moved; never listed or deleted.
+	// The boot records: read, made, moved; never listed or deleted; and
+	// only they, by name, may be read or changed: the node list beside
+	// them is approve's to trust.
 	rec := roles[records]
-	checkRules(t, "Role "+records+"/"+rec.Name, rec.Rules, "", "configmaps", "create", "get", "update")
+	var names []string
+	for i := range token.RecordShards {
+		names = append(names, fmt.Sprintf("kubestrap-boot-%02d", i))
+	}
+	for n := range 1000 {
+		if name := token.BootRecordName(fmt.Sprint("node-", n)); !slices.Contains(names, name) {
+			t.Fatalf("boot record %s is not one of %q", name, names)
+		}
+	}
+	wantRec := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: names, Verbs: []string{"get", "update"}},
+	}
+	if !reflect.DeepEqual(rec.Rules, wantRec) {
+		t.Errorf("Role %s/%s grants %+v\nwant exactly %+v", records, rec.Name, rec.Rules, wantRec)
+	}
 	bound := map[string]bool{}
 	for _, rb := range all[*rbacv1.RoleBinding](objs) {
 		role, ok := roles[rb.Namespace]
@@ -324,12 +355,13 @@ func TestRBAC(t *testing.T) {
 	}
 }
 
-// grants reports whether rules allow the action (no wildcards: checkRules
-// refuses them).
+// grants reports whether rules allow the action, a rule with resourceNames
+// only for those names (no wildcards: checkRules refuses them).
 func grants(rules []rbacv1.PolicyRule, a k8stesting.Action) bool {
+	name := actionName(a)
 	for _, r := range rules {
 		if slices.Contains(r.APIGroups, a.GetResource().Group) && slices.Contains(r.Resources, a.GetResource().Resource) &&
-			slices.Contains(r.Verbs, a.GetVerb()) && len(r.ResourceNames) == 0 {
+			slices.Contains(r.Verbs, a.GetVerb()) && (len(r.ResourceNames) == 0 || name != "" && slices.Contains(r.ResourceNames, name)) {
 			return true
 		}
 	}
@@ -639,11 +671,12 @@ func TestAdmissionPolicy(t *testing.T) {
 	}
 }
 
-// flagSpec is one of serve's flags, as serve.go declares it.
+// flagSpec is one of a command's flags, as its source declares it.
 type flagSpec struct {
 	name      string // canonical
 	isBool    bool
 	takesFile bool
+	value     string // Value, when a string literal: the default
 }
 
 // serveFlags reads serve's flags from cmd/kubestrap/serve.go (package main,
@@ -651,17 +684,28 @@ type flagSpec struct {
 // the flags the binary has, not a copy of them.
 func serveFlags(t *testing.T) map[string]flagSpec {
 	t.Helper()
-	f, err := parser.ParseFile(gotoken.NewFileSet(), serveSource, nil, 0)
+	flags := commandFlags(t, serveSource, "serveCommand")
+	if flags["cluster"].name == "" || flags["nodes"].name == "" || flags["listen"].name == "" {
+		t.Fatalf("%s: found flags %v in serveCommand, not -f, --nodes and --listen: has it changed shape?", serveSource, flags)
+	}
+	return flags
+}
+
+// commandFlags reads the cli.*Flag literals in function fn of source, by
+// every name and alias.
+func commandFlags(t *testing.T, source, fn string) map[string]flagSpec {
+	t.Helper()
+	f, err := parser.ParseFile(gotoken.NewFileSet(), source, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	flags := map[string]flagSpec{}
 	for _, d := range f.Decls {
-		fn, ok := d.(*ast.FuncDecl)
-		if !ok || fn.Name.Name != "serveCommand" {
+		fd, ok := d.(*ast.FuncDecl)
+		if !ok || fd.Name.Name != fn {
 			continue
 		}
-		ast.Inspect(fn, func(n ast.Node) bool {
+		ast.Inspect(fd, func(n ast.Node) bool {
 			cl, ok := n.(*ast.CompositeLit)
 			if !ok {
 				return true
@@ -684,12 +728,16 @@ func serveFlags(t *testing.T) map[string]flagSpec {
 				switch {
 				case key == nil:
 				case key.Name == "Name":
-					spec.name = stringLit(t, kv.Value)
+					spec.name = stringLit(t, source, kv.Value)
 				case key.Name == "Aliases":
 					if al, ok := kv.Value.(*ast.CompositeLit); ok {
 						for _, a := range al.Elts {
-							aliases = append(aliases, stringLit(t, a))
+							aliases = append(aliases, stringLit(t, source, a))
 						}
+					}
+				case key.Name == "Value":
+					if lit, ok := kv.Value.(*ast.BasicLit); ok && lit.Kind == gotoken.STRING {
+						spec.value = stringLit(t, source, lit)
 					}
 				case key.Name == "TakesFile":
 					id, ok := kv.Value.(*ast.Ident)
@@ -702,17 +750,14 @@ func serveFlags(t *testing.T) map[string]flagSpec {
 			return false
 		})
 	}
-	if flags["cluster"].name == "" || flags["nodes"].name == "" || flags["listen"].name == "" {
-		t.Fatalf("%s: found flags %v in serveCommand, not -f, --nodes and --listen: has it changed shape?", serveSource, flags)
-	}
 	return flags
 }
 
-func stringLit(t *testing.T, e ast.Expr) string {
+func stringLit(t *testing.T, source string, e ast.Expr) string {
 	t.Helper()
 	lit, ok := e.(*ast.BasicLit)
 	if !ok || lit.Kind != gotoken.STRING {
-		t.Fatalf("%s: a flag name that is not a string literal", serveSource)
+		t.Fatalf("%s: a flag name that is not a string literal", source)
 	}
 	s, err := strconv.Unquote(lit.Value)
 	if err != nil {
@@ -724,16 +769,21 @@ func stringLit(t *testing.T, e ast.Expr) string {
 // parseServeArgs parses the arguments after "serve" as urfave/cli does:
 // -name or --name, then a value as the next argument or after "=".
 func parseServeArgs(args []string, flags map[string]flagSpec) (map[string]string, error) {
+	return parseArgs("serve", args, flags)
+}
+
+// parseArgs parses the arguments after command cmd as urfave/cli does.
+func parseArgs(cmd string, args []string, flags map[string]flagSpec) (map[string]string, error) {
 	got := map[string]string{}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-			return nil, fmt.Errorf("%q: serve takes no arguments, only flags", a)
+			return nil, fmt.Errorf("%q: %s takes no arguments, only flags", a, cmd)
 		}
 		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		spec, ok := flags[name]
 		if !ok {
-			return nil, fmt.Errorf("%s: serve has no such flag", a)
+			return nil, fmt.Errorf("%s: %s has no such flag", a, cmd)
 		}
 		switch {
 		case spec.isBool && hasValue:
@@ -929,7 +979,26 @@ func TestDeployment(t *testing.T) {
 		t.Errorf("container %s: the startup probe gives up after %ds, before serve's minute for the CSR list", c.Name, p.PeriodSeconds*p.FailureThreshold)
 	}
 
-	// Pod Security "restricted", and a read-only root.
+	checkRestricted(t, spec, c)
+
+	svc := one[*corev1.Service](t, objs)
+	if svc.Namespace != d.Namespace || len(svc.Spec.Selector) == 0 ||
+		!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("Service %s/%s selects %v: not the Deployment's pods", svc.Namespace, svc.Name, svc.Spec.Selector)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Errorf("Service %s: type %s, externalTrafficPolicy %s, want LoadBalancer and Local (source addresses kept for --match-source-ip)",
+			svc.Name, svc.Spec.Type, svc.Spec.ExternalTrafficPolicy)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 80 || portOf(c, svc.Spec.Ports[0].TargetPort) != s.port {
+		t.Errorf("Service %s ports %+v, want 80 to --listen's %d", svc.Name, svc.Spec.Ports, s.port)
+	}
+}
+
+// checkRestricted wants the pod to meet Pod Security "restricted", with a
+// read-only root and resources bounded.
+func checkRestricted(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
+	t.Helper()
 	psc, csc := spec.SecurityContext, c.SecurityContext
 	if csc == nil {
 		t.Fatalf("container %s has no securityContext", c.Name)
@@ -960,19 +1029,6 @@ func TestDeployment(t *testing.T) {
 		if !okr || !okl || req.Cmp(lim) > 0 {
 			t.Errorf("container %s: %s request %v and limit %v, want both, the request no larger", c.Name, name, req.String(), lim.String())
 		}
-	}
-
-	svc := one[*corev1.Service](t, objs)
-	if svc.Namespace != d.Namespace || len(svc.Spec.Selector) == 0 ||
-		!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
-		t.Errorf("Service %s/%s selects %v: not the Deployment's pods", svc.Namespace, svc.Name, svc.Spec.Selector)
-	}
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
-		t.Errorf("Service %s: type %s, externalTrafficPolicy %s, want LoadBalancer and Local (source addresses kept for --match-source-ip)",
-			svc.Name, svc.Spec.Type, svc.Spec.ExternalTrafficPolicy)
-	}
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 80 || portOf(c, svc.Spec.Ports[0].TargetPort) != s.port {
-		t.Errorf("Service %s ports %+v, want 80 to --listen's %d", svc.Name, svc.Spec.Ports, s.port)
 	}
 }
 

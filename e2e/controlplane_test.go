@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -41,7 +42,10 @@ const (
 
 var firstServiceIP = net.IPv4(10, 96, 0, 1)
 
-func (h *harness) startControlPlane() *controlPlane {
+// startControlPlane starts etcd, kube-apiserver and kube-controller-manager,
+// with controllerManagerArgs added to kube-controller-manager's flags (or
+// replacing the flag of the same name).
+func (h *harness) startControlPlane(controllerManagerArgs ...string) *controlPlane {
 	h.t.Helper()
 	cp := &controlPlane{pki: newPKI(h.t, h.path("pki"), net.ParseIP(apiserverIP), firstServiceIP)}
 	p := cp.pki.path
@@ -111,7 +115,7 @@ func (h *harness) startControlPlane() *controlPlane {
 	cmKubeconfig := h.path("controller-manager.kubeconfig")
 	writeKubeconfig(h, cmKubeconfig, cp.url, cp.pki, "controller-manager")
 	cmPort := freePort(h, "127.0.0.1")
-	cp.controllerManager = h.start("kube-controller-manager", exec.Command(h.bins.controllerManager,
+	cmCmd := exec.Command(h.bins.controllerManager,
 		"--kubeconfig="+cmKubeconfig,
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(cmPort),
@@ -127,7 +131,15 @@ func (h *harness) startControlPlane() *controlPlane {
 		"--use-service-account-credentials=false",
 		"--leader-elect=false",
 		"--v=2",
-	))
+	)
+	for _, arg := range controllerManagerArgs {
+		// A flag given again replaces the default (--controllers would
+		// otherwise add to the list, where the first mention wins).
+		name, _, _ := strings.Cut(arg, "=")
+		cmCmd.Args = slices.DeleteFunc(cmCmd.Args, func(a string) bool { return strings.HasPrefix(a, name+"=") })
+		cmCmd.Args = append(cmCmd.Args, arg)
+	}
+	cp.controllerManager = h.start("kube-controller-manager", cmCmd)
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	h.waitFor("kube-controller-manager healthy (/healthz)", 2*time.Minute, []*proc{cp.apiserver, cp.controllerManager}, func(ctx context.Context) (bool, string) {
 		return httpOK(ctx, insecure, "https://127.0.0.1:"+strconv.Itoa(cmPort)+"/healthz")

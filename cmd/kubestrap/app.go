@@ -60,7 +60,7 @@ no SSH step.`,
 		Version:        version(),
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
-		Commands:       []*cli.Command{generateCommand(d), serveCommand(d), rbacCommand()},
+		Commands:       []*cli.Command{generateCommand(d), serveCommand(d), approveCommand(d), rbacCommand(), statusCommand(d), tokensCommand(d)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("unknown command %q (see kubestrap --help)", c.Args().First())

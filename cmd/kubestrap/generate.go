@@ -528,7 +528,7 @@ func generate(ctx context.Context, o generateOptions, d deps, stdout, stderr io.
 		// The checks only warn: they run beside the tokens, not before them.
 		go func() {
 			defer close(checked)
-			clusterChecks(ctx, client.Interface, cluster.Nodes, stderr)
+			clusterChecks(ctx, client.Interface, cluster.Bound(), cluster.Nodes, stderr)
 		}()
 	}
 	res, err := pl.Run(ctx, cluster.Nodes, provider, sink)
@@ -623,12 +623,21 @@ func (o *generateOptions) stdoutFor(c *model.Cluster, w io.Writer) (*pipeline.St
 
 // clusterChecks warns about a cluster that lacks the bootstrapping RBAC and
 // about nodes whose names are already registered.
-func clusterChecks(ctx context.Context, client kubernetes.Interface, nodes []model.Node, stderr io.Writer) {
-	if missing, err := rbac.Missing(ctx, client); err != nil {
+func clusterChecks(ctx context.Context, client kubernetes.Interface, bound bool, nodes []model.Node, stderr io.Writer) {
+	apply := "kubestrap rbac apply"
+	if bound {
+		apply += " --bound"
+	}
+	if missing, err := rbac.Missing(ctx, client, bound); err != nil {
 		fmt.Fprintf(stderr, "kubestrap: warning: cannot check TLS bootstrapping RBAC: %v\n", err)
 	} else {
 		for _, g := range missing {
-			fmt.Fprintf(stderr, "kubestrap: warning: no ClusterRoleBinding gives group %s the ClusterRole %s (%s); nodes will not join until `kubestrap rbac apply` fixes it\n", g.Group, g.Role, g.Why)
+			fmt.Fprintf(stderr, "kubestrap: warning: no ClusterRoleBinding gives group %s the ClusterRole %s (%s); nodes will not join until `%s` fixes it\n", g.Group, g.Role, g.Why, apply)
+		}
+	}
+	if bound {
+		if blanket, err := rbac.Blanket(ctx, client); err == nil && len(blanket) > 0 {
+			fmt.Fprintf(stderr, "kubestrap: warning: approver is kubestrap, but ClusterRoleBinding %s lets kube-controller-manager approve any bootstrap token's CSR for any node name: tokens are not bound until it is gone (see kubestrap rbac --help)\n", strings.Join(blanket, ", "))
 		}
 	}
 	names := make([]string, len(nodes))

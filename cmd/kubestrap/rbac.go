@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -28,15 +29,23 @@ func rbacCommand() *cli.Command {
      (...certificatesigningrequests:selfnodeclient, group system:nodes).
 'apply' creates or updates them (running it again changes nothing); 'print'
 writes them as YAML for kubectl apply or review. 'generate' warns when a grant
-is missing.`,
+is missing.
+
+--bound leaves out the second: kube-controller-manager then approves no
+bootstrap token's client CSR, and 'kubestrap approve' approves each only for
+the node its token was minted for. 'apply --bound' deletes the binding an
+earlier 'apply' made; a binding of another tool that grants the same (kubeadm's
+kubeadm:node-autoapprove-bootstrap) is named, not deleted, and apply fails
+until it is gone. Run 'kubestrap approve' before switching, or CSRs wait.`,
 		OnUsageError: onUsage,
 		Subcommands: []*cli.Command{
 			{
 				Name:         "apply",
 				Usage:        "create or update the bindings in the cluster",
-				UsageText:    "kubestrap rbac apply [--kubeconfig FILE]",
+				UsageText:    "kubestrap rbac apply [--bound] [--kubeconfig FILE]",
 				OnUsageError: onUsage,
 				Flags: []cli.Flag{
+					boundFlag(),
 					&cli.StringFlag{Name: "kubeconfig", Usage: "admin kubeconfig `FILE` (default: $KUBECONFIG, then ~/.kube/config)", TakesFile: true},
 					&cli.DurationFlag{Name: "timeout", Usage: "give up after this `LONG`", Value: time.Minute},
 				},
@@ -57,23 +66,35 @@ is missing.`,
 					}
 					ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 					defer cancel()
-					results, err := rbac.Apply(ctx, client)
+					results, err := rbac.Apply(ctx, client, c.Bool("bound"))
 					for _, r := range results {
 						fmt.Fprintf(c.App.Writer, "clusterrolebinding/%s %s\n", r.Binding, r.Action)
 					}
-					return err
+					if err != nil || !c.Bool("bound") {
+						return err
+					}
+					blanket, err := rbac.Blanket(ctx, client)
+					if err != nil {
+						return err
+					}
+					if len(blanket) > 0 {
+						return fmt.Errorf("bound mode is not in force: ClusterRoleBinding %s lets kube-controller-manager approve any bootstrap token's client CSR for any node; "+
+							"once 'kubestrap approve' runs, delete it: kubectl delete clusterrolebinding %s", strings.Join(blanket, ", "), strings.Join(blanket, " "))
+					}
+					return nil
 				},
 			},
 			{
 				Name:         "print",
 				Usage:        "write the bindings as YAML to stdout",
-				UsageText:    "kubestrap rbac print",
+				UsageText:    "kubestrap rbac print [--bound]",
 				OnUsageError: onUsage,
+				Flags:        []cli.Flag{boundFlag()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
 						return usagef("rbac print takes no arguments")
 					}
-					data, err := rbac.Print()
+					data, err := rbac.Print(c.Bool("bound"))
 					if err != nil {
 						return err
 					}
@@ -83,4 +104,8 @@ is missing.`,
 			},
 		},
 	}
+}
+
+func boundFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "bound", Usage: "bound mode: no blanket approval by kube-controller-manager; 'kubestrap approve' binds each token to its node"}
 }

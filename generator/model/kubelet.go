@@ -102,6 +102,13 @@ func kubeletBase(c *Cluster, removals profiles.Removals) (map[string]any, []Warn
 	if gates != nil && len(gates) == 0 {
 		delete(p.Config, "featureGates")
 	}
+	// With kubestrap's approver the serving CSRs have someone to approve
+	// them, so the hardened kubelet asks for a CA-signed serving
+	// certificate instead of signing its own; kubelet.config may still
+	// say no.
+	if c.Bound() && p.Name == DefaultProfile {
+		p.Config = MergeKubeletConfig(p.Config, map[string]any{"serverTLSBootstrap": true})
+	}
 	// The OS's facts go between the profile and the user's settings.
 	if o, ok := LookupOS(c.OS); ok && o.ResolvConf != "" {
 		p.Config = MergeKubeletConfig(p.Config, map[string]any{"resolvConf": o.ResolvConf})

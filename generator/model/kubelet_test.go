@@ -278,3 +278,30 @@ func TestLoadNodesCSVWithBOM(t *testing.T) {
 		t.Errorf("nodes %+v", c.Nodes)
 	}
 }
+
+// With kubestrap's approver the hardened kubelet asks for a serving
+// certificate: its CSR now has an approver. kubelet.config may still say no,
+// and the legacy profile is left as the guide had it.
+func TestBoundServingBootstrap(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       any
+	}{
+		{"kube-controller-manager approves", baseYAML, false},
+		{"kubestrap approves", edit(baseYAML, "kind: Cluster\n", "kind: Cluster\napprover: kubestrap\n"), true},
+		{"kubestrap approves, kubelet.config says no", edit(withKubelet("  config:\n    serverTLSBootstrap: false\n"), "kind: Cluster\n", "kind: Cluster\napprover: kubestrap\n"), false},
+		{"kubestrap approves, legacy profile", edit(baseYAML, "kind: Cluster\n", "kind: Cluster\napprover: kubestrap\n", "profile: hardened", "profile: legacy"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inDir(t, map[string]string{"cluster.yaml": tc.yaml})
+			c := mustLoad(t, yamlSrc)
+			base, err := c.KubeletBase()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := base["serverTLSBootstrap"]; got != tc.want {
+				t.Errorf("serverTLSBootstrap = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -191,6 +191,8 @@ func badCases() []badCase {
 			"cluster.yaml:26: only one YAML document is allowed; this one starts a second"),
 		yamlCase("not a mapping", "- a\n- b\n",
 			"cluster.yaml:1: want a mapping, got a list"),
+		yamlCase("unknown approver", edit(baseYAML, "kind: Cluster\n", "kind: Cluster\napprover: kcm\n"),
+			`cluster.yaml:3: approver: "kcm" is not controller-manager or kubestrap`),
 
 		// --- nodes
 		yamlCase("bad IP", edit(baseYAML, "  ip: 172.27.129.111", "  ip: 10.0.0.300"),

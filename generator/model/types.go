@@ -32,8 +32,13 @@ type Cluster struct {
 	// OS names the nodes' operating system (see OSNames): it decides where
 	// an installed kubelet goes, the runtime socket, resolvConf and what the
 	// container runtime needs. Empty: an image prepared for kubestrap.
-	OS    string    `yaml:"os"`
-	Token TokenSpec `yaml:"token"`
+	OS string `yaml:"os"`
+	// Approver names who approves the kubelets' certificates (see
+	// Approvers): kube-controller-manager, which approves any bootstrap
+	// token's client CSR, or `kubestrap approve`, which binds each token
+	// to its node and approves serving certificates too.
+	Approver string    `yaml:"approver"`
+	Token    TokenSpec `yaml:"token"`
 	// SSHAuthorizedKeys are added on every node (Ignition's user core,
 	// cloud-init's default user), before each node's own.
 	SSHAuthorizedKeys []string `yaml:"sshAuthorizedKeys"`
@@ -164,6 +169,15 @@ type Node struct {
 	// binary is the kubelet's path on this node, resolved by Load.
 	binary string
 }
+
+// Approvers.
+const (
+	ApproverControllerManager = "controller-manager"
+	ApproverKubestrap         = "kubestrap"
+)
+
+// Bound reports whether `kubestrap approve` decides the kubelets' CSRs.
+func (c *Cluster) Bound() bool { return c.Approver == ApproverKubestrap }
 
 // Defaults for what neither a file nor a flag gives.
 const (

@@ -33,6 +33,13 @@ func validate(c *Cluster, r *report, now time.Time, profileNames []string) {
 	case c.Kind != Kind:
 		r.addf("kind", "want %s, got %s", Kind, quote(c.Kind))
 	}
+	switch c.Approver {
+	case "":
+		c.Approver = ApproverControllerManager
+	case ApproverControllerManager, ApproverKubestrap:
+	default:
+		r.addf("approver", "%s is not %s or %s", quote(c.Approver), ApproverControllerManager, ApproverKubestrap)
+	}
 	checkAPIServer(c, r)
 	checkCA(c, r, now)
 	svc, svcOK := checkCIDR(r, "serviceCIDR", &c.ServiceCIDR)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,9 +45,9 @@ var Grants = []Grant{
 		Why:     "bootstrap tokens may create certificate signing requests",
 	},
 	{
-		Binding: "kubestrap:auto-approve-csrs-for-group",
+		Binding: autoApprove,
 		Group:   bootstrapapi.BootstrapDefaultGroup,
-		Role:    "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+		Role:    NodeClientRole,
 		Why:     "kube-controller-manager approves the kubelet client CSRs that bootstrap tokens create",
 	},
 	{
@@ -55,6 +56,24 @@ var Grants = []Grant{
 		Role:    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
 		Why:     "kube-controller-manager approves a node's renewal of its own client certificate",
 	},
+}
+
+// autoApprove is the blanket grant: kube-controller-manager approves every
+// bootstrap token's client CSR, whatever node name it asks for.
+const autoApprove = "kubestrap:auto-approve-csrs-for-group"
+
+// NodeClientRole is the ClusterRole kube-controller-manager's approver
+// checks before approving a client CSR made with a bootstrap token.
+const NodeClientRole = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
+
+// GrantsFor are the grants of a mode. Bound mode leaves kube-controller-
+// manager's blanket approval out: `kubestrap approve` decides those CSRs,
+// each by its token's node.
+func GrantsFor(bound bool) []Grant {
+	if !bound {
+		return Grants
+	}
+	return slices.DeleteFunc(slices.Clone(Grants), func(g Grant) bool { return g.Binding == autoApprove })
 }
 
 // Object is the ClusterRoleBinding for g.
@@ -71,10 +90,15 @@ func (g Grant) Object() *rbacv1.ClusterRoleBinding {
 	}
 }
 
-// Print renders the bindings as a multi-document YAML stream.
-func Print() ([]byte, error) {
+// Print renders the mode's bindings as a multi-document YAML stream.
+func Print(bound bool) ([]byte, error) {
 	var buf bytes.Buffer
-	for _, g := range Grants {
+	if bound {
+		fmt.Fprintf(&buf, "# Bound mode: no binding of %s to %s, so kube-controller-manager\n"+
+			"# approves no bootstrap token's client CSR; `kubestrap approve` does, for the token's node only.\n",
+			bootstrapapi.BootstrapDefaultGroup, NodeClientRole)
+	}
+	for _, g := range GrantsFor(bound) {
 		doc, err := yaml.Marshal(g.Object())
 		if err != nil {
 			return nil, err
@@ -88,14 +112,31 @@ func Print() ([]byte, error) {
 // Result says what Apply did to one binding.
 type Result struct {
 	Binding string
-	Action  string // "created", "updated", "replaced", "unchanged"
+	Action  string // "created", "updated", "replaced", "unchanged", "deleted"
 }
 
-// Apply creates or updates the bindings; running it twice changes nothing.
-func Apply(ctx context.Context, client kubernetes.Interface) ([]Result, error) {
+// Apply creates or updates the mode's bindings; running it twice changes
+// nothing. In bound mode it deletes kubestrap's own blanket binding, if an
+// earlier apply made it; bindings of others are the user's (see Blanket).
+func Apply(ctx context.Context, client kubernetes.Interface, bound bool) ([]Result, error) {
 	api := client.RbacV1().ClusterRoleBindings()
 	var results []Result
-	for _, g := range Grants {
+	if bound {
+		have, err := api.Get(ctx, autoApprove, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading ClusterRoleBinding %s: %w", autoApprove, err)
+		case have.Labels["app.kubernetes.io/managed-by"] == "kubestrap":
+			uid := have.UID
+			err := api.Delete(ctx, autoApprove, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("deleting ClusterRoleBinding %s: %w", autoApprove, err)
+			}
+			results = append(results, Result{autoApprove, "deleted"})
+		}
+	}
+	for _, g := range GrantsFor(bound) {
 		want := g.Object()
 		have, err := api.Get(ctx, want.Name, metav1.GetOptions{})
 		switch {
@@ -128,15 +169,40 @@ func Apply(ctx context.Context, client kubernetes.Interface) ([]Result, error) {
 	return results, nil
 }
 
-// Missing returns the grants that no ClusterRoleBinding in the cluster gives,
-// whatever the bindings are called (kubeadm names its own differently).
-func Missing(ctx context.Context, client kubernetes.Interface) ([]Grant, error) {
+// Blanket names the ClusterRoleBindings that let kube-controller-manager
+// approve client CSRs of bootstrap tokens (the nodeclient role bound to
+// system:bootstrappers or one of its subgroups, as kubeadm's
+// kubeadm:node-autoapprove-bootstrap does): while one exists, a token can
+// become any node, whatever `kubestrap approve` decides.
+func Blanket(ctx context.Context, client kubernetes.Interface) ([]string, error) {
+	list, err := client.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing ClusterRoleBindings: %w", err)
+	}
+	var names []string
+	for _, b := range list.Items {
+		if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != NodeClientRole {
+			continue
+		}
+		if slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.GroupKind && (s.Name == bootstrapapi.BootstrapDefaultGroup || strings.HasPrefix(s.Name, bootstrapapi.BootstrapDefaultGroup+":"))
+		}) {
+			names = append(names, b.Name)
+		}
+	}
+	return names, nil
+}
+
+// Missing returns the mode's grants that no ClusterRoleBinding in the
+// cluster gives, whatever the bindings are called (kubeadm names its own
+// differently).
+func Missing(ctx context.Context, client kubernetes.Interface, bound bool) ([]Grant, error) {
 	list, err := client.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing ClusterRoleBindings: %w", err)
 	}
 	var missing []Grant
-	for _, g := range Grants {
+	for _, g := range GrantsFor(bound) {
 		granted := slices.ContainsFunc(list.Items, func(b rbacv1.ClusterRoleBinding) bool {
 			return b.RoleRef.Kind == "ClusterRole" && b.RoleRef.Name == g.Role &&
 				slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool { return s.Kind == rbacv1.GroupKind && s.Name == g.Group })

@@ -20,7 +20,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	wrongRole.RoleRef.Name = "cluster-admin"
 	client := fake.NewClientset(stale, wrongRole)
 
-	got, err := Apply(ctx, client)
+	got, err := Apply(ctx, client, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 			t.Errorf("result %d = %s %s, want %s", i, r.Binding, r.Action, want[i])
 		}
 	}
-	again, err := Apply(ctx, client)
+	again, err := Apply(ctx, client, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 func TestMissing(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset()
-	missing, err := Missing(ctx, client)
+	missing, err := Missing(ctx, client, false)
 	if err != nil || len(missing) != 3 {
 		t.Fatalf("empty cluster: %d missing, %v", len(missing), err)
 	}
@@ -61,32 +61,93 @@ func TestMissing(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "system:bootstrappers:kubeadm:default-node-token"}, {Kind: "Group", Name: "system:bootstrappers"}},
 	}
 	client.RbacV1().ClusterRoleBindings().Create(ctx, kubeadm, metav1.CreateOptions{})
-	missing, _ = Missing(ctx, client)
+	missing, _ = Missing(ctx, client, false)
 	if len(missing) != 2 || missing[0].Role == "system:node-bootstrapper" {
 		t.Errorf("after kubeadm's binding: %v", missing)
 	}
-	Apply(ctx, client)
-	if missing, _ = Missing(ctx, client); len(missing) != 0 {
+	Apply(ctx, client, false)
+	if missing, _ = Missing(ctx, client, false); len(missing) != 0 {
 		t.Errorf("after apply: %v", missing)
 	}
 }
 
 func TestPrintParsesBack(t *testing.T) {
-	data, err := Print()
+	for _, bound := range []bool{false, true} {
+		data, err := Print(bound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grants := GrantsFor(bound)
+		docs := strings.Split(string(data), "---\n")[1:]
+		if len(docs) != len(grants) {
+			t.Fatalf("bound %v: %d documents", bound, len(docs))
+		}
+		for i, doc := range docs {
+			var b rbacv1.ClusterRoleBinding
+			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
+				t.Fatal(err)
+			}
+			if b.Kind != "ClusterRoleBinding" || b.RoleRef.Name != grants[i].Role || b.Subjects[0].Name != grants[i].Group {
+				t.Errorf("doc %d: %+v", i, b)
+			}
+			if bound && b.RoleRef.Name == NodeClientRole {
+				t.Errorf("bound mode prints the blanket approval: %+v", b)
+			}
+		}
+	}
+}
+
+// Switching a running cluster to bound mode deletes kubestrap's blanket
+// binding and names the others, which are the user's to delete.
+func TestApplyBound(t *testing.T) {
+	ctx := context.Background()
+	kubeadm := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubeadm:node-autoapprove-bootstrap"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NodeClientRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "system:bootstrappers:kubeadm:default-node-token"}},
+	}
+	renewal := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubeadm:node-autoapprove-certificate-rotation"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: NodesGroup}},
+	}
+	client := fake.NewClientset(kubeadm, renewal)
+	if _, err := Apply(ctx, client, false); err != nil {
+		t.Fatal(err)
+	}
+	blanket, err := Blanket(ctx, client)
+	if err != nil || strings.Join(blanket, " ") != "kubeadm:node-autoapprove-bootstrap kubestrap:auto-approve-csrs-for-group" {
+		t.Fatalf("before: blanket %v, %v", blanket, err)
+	}
+	got, err := Apply(ctx, client, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := strings.Split(string(data), "---\n")[1:]
-	if len(docs) != len(Grants) {
-		t.Fatalf("%d documents", len(docs))
+	var results []string
+	for _, r := range got {
+		results = append(results, r.Binding+" "+r.Action)
 	}
-	for i, doc := range docs {
-		var b rbacv1.ClusterRoleBinding
-		if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
-			t.Fatal(err)
-		}
-		if b.Kind != "ClusterRoleBinding" || b.RoleRef.Name != Grants[i].Role || b.Subjects[0].Name != Grants[i].Group {
-			t.Errorf("doc %d: %+v", i, b)
-		}
+	if want := "kubestrap:auto-approve-csrs-for-group deleted,kubestrap:kubelet-bootstrap unchanged,kubestrap:node-client-cert-renewal unchanged"; strings.Join(results, ",") != want {
+		t.Errorf("bound apply: %v, want %s", results, want)
+	}
+	if blanket, _ = Blanket(ctx, client); strings.Join(blanket, " ") != "kubeadm:node-autoapprove-bootstrap" {
+		t.Errorf("after: blanket %v: kubeadm's binding is the user's to delete", blanket)
+	}
+	if missing, _ := Missing(ctx, client, true); len(missing) != 0 {
+		t.Errorf("bound mode misses %v", missing)
+	}
+	if missing, _ := Missing(ctx, client, false); len(missing) != 1 || missing[0].Role != NodeClientRole {
+		t.Errorf("unbound mode, after a bound apply: missing %v, want the blanket approval", missing)
+	}
+
+	// A binding of that name that kubestrap did not make is left alone.
+	mine := Grants[1].Object()
+	delete(mine.Labels, "app.kubernetes.io/managed-by")
+	client = fake.NewClientset(mine)
+	if _, err := Apply(ctx, client, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.RbacV1().ClusterRoleBindings().Get(ctx, mine.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the user's binding was deleted: %v", err)
 	}
 }
