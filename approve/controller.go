@@ -28,7 +28,10 @@ import (
 // Options wire a Controller.
 type Options struct {
 	Client kubernetes.Interface
-	Policy *Policy
+	// WatchClient feeds the informers (Client when nil): a client whose
+	// requests time out would cut every watch at that timeout.
+	WatchClient kubernetes.Interface
+	Policy      *Policy
 	// Workers decide CSRs side by side (DefaultWorkers when 0).
 	Workers int
 	// Identity names this replica in the conditions it writes.
@@ -82,11 +85,14 @@ func New(o Options) (*Controller, error) {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
+	if o.WatchClient == nil {
+		o.WatchClient = o.Client
+	}
 	c := &Controller{
 		o:       o,
-		cluster: informers.NewSharedInformerFactory(o.Client, 0),
+		cluster: informers.NewSharedInformerFactory(o.WatchClient, 0),
 		// Only kubestrap's tokens: the cache holds no other Secret.
-		system: informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithNamespace(metav1.NamespaceSystem),
+		system: informers.NewSharedInformerFactoryWithOptions(o.WatchClient, 0, informers.WithNamespace(metav1.NamespaceSystem),
 			informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 				lo.LabelSelector = token.LabelManagedBy + "=" + token.ManagedBy
 				lo.FieldSelector = "type=" + string(bootstrapapi.SecretTypeBootstrapToken)
@@ -231,11 +237,35 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	if Finished(csr) {
 		return c.endToken(ctx, csr)
 	}
-	d := c.o.Policy.Decide(csr, Lookups{Token: c.tokenSecret, Node: c.cachedNode})
+	tokens := c.tokenSecret
+	if _, id, ok := c.o.Policy.BootstrapNode(csr); ok && c.tokenSecret(id) == nil {
+		// The cache holds kubestrap's tokens only: a token it lacks is
+		// gone, or another tool's carrying a node's group, which must not
+		// pass for kubestrap's. Ask the API server.
+		live, err := c.o.Client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("reading token %s: %w", id, err)
+		default:
+			tokens = func(string) *corev1.Secret { return live }
+		}
+	}
+	d := c.o.Policy.Decide(csr, Lookups{Token: tokens, Node: c.cachedNode})
 	if d.Verdict == Deny && d.Kind == KindServing {
 		// The Node may be newer than the cache: ask the API server before
-		// refusing an address its status gives.
-		d = c.o.Policy.Decide(csr, Lookups{Token: c.tokenSecret, Node: func(n string) *corev1.Node { return c.liveNode(ctx, n) }})
+		// refusing an address its status gives; an error is retried, not
+		// taken for "no Node".
+		live, err := c.o.Client.CoreV1().Nodes().Get(ctx, d.Node, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading Node %s: %w", d.Node, err)
+		}
+		d = c.o.Policy.Decide(csr, Lookups{Token: tokens, Node: func(string) *corev1.Node {
+			if err != nil {
+				return nil
+			}
+			return live
+		}})
 	}
 	if d.Verdict == Skip {
 		c.o.Metrics.decisions.WithLabelValues(string(d.Kind), d.Verdict.String()).Inc()
@@ -297,21 +327,34 @@ func (c *Controller) endToken(ctx context.Context, csr *certv1.CertificateSignin
 	if _, err := c.nodes.Get(node); err != nil {
 		return nil
 	}
-	secret := c.tokenSecret(id)
-	if !Owned(secret) || secret.Annotations[token.AnnotationNode] != node {
-		return nil
-	}
-	err := c.o.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, secret.Name, metav1.DeleteOptions{
-		Preconditions: &metav1.Preconditions{UID: &secret.UID},
-	})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
+	// Every token of the node minted before this CSR ends: the one it
+	// joined with, and any other a reader of its documents may hold (one
+	// that made a CSR, even a denied one, serve keeps as used). A token
+	// minted since is for a later boot of the node and stays.
+	list, err := c.secrets.Secrets(metav1.NamespaceSystem).List(labels.Everything())
 	if err != nil {
-		return fmt.Errorf("deleting token %s of node %s, which joined: %w", id, node, err)
+		return err
 	}
-	c.o.Metrics.tokensDeleted.Inc()
-	c.o.Log.Info("token ended", "node", node, "token_id", id, "why", "the node joined")
+	for _, s := range list {
+		if !Owned(s) || s.Annotations[token.AnnotationNode] != node {
+			continue
+		}
+		if sid := string(s.Data[bootstrapapi.BootstrapTokenIDKey]); sid != id && !s.CreationTimestamp.Before(&csr.CreationTimestamp) {
+			continue
+		}
+		uid := s.UID
+		err := c.o.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, s.Name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &uid},
+		})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("deleting token %s of node %s, which joined: %w", s.Data[bootstrapapi.BootstrapTokenIDKey], node, err)
+		}
+		c.o.Metrics.tokensDeleted.Inc()
+		c.o.Log.Info("token ended", "node", node, "token_id", string(s.Data[bootstrapapi.BootstrapTokenIDKey]), "joined_with", id, "why", "the node joined")
+	}
 	return nil
 }
 
@@ -325,14 +368,6 @@ func (c *Controller) tokenSecret(id string) *corev1.Secret {
 
 func (c *Controller) cachedNode(name string) *corev1.Node {
 	n, err := c.nodes.Get(name)
-	if err != nil {
-		return nil
-	}
-	return n
-}
-
-func (c *Controller) liveNode(ctx context.Context, name string) *corev1.Node {
-	n, err := c.o.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil
 	}

@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/kubestrap/kubestrap/generator/token"
 )
 
 func startController(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *Controller, *prometheus.Registry, *record.FakeRecorder) {
@@ -202,4 +204,92 @@ kubestrap_approve_tokens_expired_unused 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "kubestrap_approve_tokens_expired_unused"); err != nil {
 		t.Error(err)
 	}
+}
+
+// At join, the node's tokens minted before its CSR end with the one it
+// joined with (a reader of its documents may hold one); one minted since,
+// for a later boot, stays; other nodes' stay.
+func TestJoinEndsTheNodesOlderTokens(t *testing.T) {
+	minted := func(s *corev1.Secret, at time.Time) *corev1.Secret {
+		s.CreationTimestamp = metav1.NewTime(at)
+		return s
+	}
+	t0 := time.Now().Add(-time.Hour)
+	csr := bootstrapCSR(t, "aaaaaa", "node-a", "node-a")
+	csr.CreationTimestamp = metav1.NewTime(t0.Add(20 * time.Minute))
+	csr.Status.Conditions = []certv1.CertificateSigningRequestCondition{{Type: certv1.CertificateApproved, Status: corev1.ConditionTrue}}
+	csr.Status.Certificate = []byte("issued")
+	client, _, _, _ := startController(t,
+		minted(tokenSecret("stolen", "node-a"), t0),
+		minted(tokenSecret("aaaaaa", "node-a"), t0.Add(10*time.Minute)),
+		minted(tokenSecret("later0", "node-a"), t0.Add(30*time.Minute)),
+		minted(tokenSecret("bbbbbb", "node-b"), t0),
+		csr, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}})
+	ctx := context.Background()
+	gone := func(id string) bool {
+		_, err := client.CoreV1().Secrets("kube-system").Get(ctx, "bootstrap-token-"+id, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}
+	waitFor(t, "node-a's tokens to end", func() bool { return gone("aaaaaa") && gone("stolen") })
+	time.Sleep(100 * time.Millisecond)
+	if gone("later0") || gone("bbbbbb") {
+		t.Errorf("a later boot's token gone: %v; node-b's gone: %v", gone("later0"), gone("bbbbbb"))
+	}
+}
+
+// A token the cache lacks is read from the API server: another tool's
+// token carrying a node's group does not pass for kubestrap's.
+func TestForeignTokenReadLive(t *testing.T) {
+	foreign := tokenSecret("kbadm1", "node-a")
+	delete(foreign.Labels, token.LabelManagedBy)
+	csr := bootstrapCSR(t, "kbadm1", "node-a", "node-a")
+	client := fake.NewClientset(foreign, csr)
+	// The cache, like a real label-selected one, never holds it.
+	client.PrependReactor("list", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &corev1.SecretList{}, nil
+	})
+	run(t, client)
+	waitFor(t, "the decision", func() bool { return condition(t, client, csr.Name) != nil })
+	if c := condition(t, client, csr.Name); c.Type != certv1.CertificateDenied || !strings.Contains(c.Message, "not kubestrap's") {
+		t.Errorf("foreign token's CSR: %+v", c)
+	}
+}
+
+// A Node read that fails is retried, not taken for "no Node": the valid
+// serving CSR is approved once the API server answers.
+func TestServingNodeReadRetried(t *testing.T) {
+	csr := servingCSR(t, "node-b", []string{"node-b"}, "192.168.5.12")
+	client := fake.NewClientset(csr)
+	fails := 2
+	client.PrependReactor("get", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if fails > 0 {
+			fails--
+			return true, nil, apierrors.NewTooManyRequests("slow down", 0)
+		}
+		return true, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: "192.168.5.12"}}}}, nil
+	})
+	run(t, client)
+	waitFor(t, "the decision", func() bool { return condition(t, client, csr.Name) != nil })
+	if c := condition(t, client, csr.Name); c.Type != certv1.CertificateApproved {
+		t.Errorf("valid serving CSR after two failed Node reads: %+v", c)
+	}
+}
+
+func run(t *testing.T, client *fake.Clientset) {
+	t.Helper()
+	c, err := New(Options{Client: client, Policy: NewPolicy(testNodes())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.Start(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }

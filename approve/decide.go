@@ -1,8 +1,9 @@
 // Package approve decides kubelet certificate signing requests by the node
 // list, and is the controller that applies those decisions: a kubelet client
 // CSR made with a node's bootstrap token may only name that node, a serving
-// CSR may only name that node's addresses, and a node's token ends when the
-// node has joined.
+// CSR only names and addresses the node list and the node's Node give it
+// (never the cluster's own or another listed node's), and a node's tokens
+// end when the node has joined.
 package approve
 
 import (
@@ -11,7 +12,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +98,14 @@ type Policy struct {
 	// Nodes by name, and by bootstrap group (token.Group of the name).
 	nodes  map[string]*Node
 	groups map[string]*Node
+	// owner is the listed node each address of the list belongs to.
+	owner map[netip.Addr]string
+	// reserved are addresses no node's serving certificate may name,
+	// whatever its Node's status says: a node writes its own
+	// status.addresses, and the kubelet-serving signer is commonly the
+	// cluster CA, so a certificate for the API server's or a Service's
+	// address would let a node stand in for them.
+	reserved []netip.Prefix
 	// Strict denies the CSRs for the two kubelet signers that are not
 	// kubestrap's (other bootstrap tokens, nodes not in the list) instead
 	// of leaving them to another approver.
@@ -109,9 +120,12 @@ type Policy struct {
 // --cluster-signing-duration.
 const DefaultMaxServingExpiration = 365 * 24 * time.Hour
 
-// NewPolicy is the rule book for the node list.
-func NewPolicy(nodes []model.Node) *Policy {
-	p := &Policy{nodes: map[string]*Node{}, groups: map[string]*Node{}, MaxServingExpiration: DefaultMaxServingExpiration}
+// NewPolicy is the rule book for the node list. reserved are the ranges no
+// serving certificate may name (the service CIDR, the API server's
+// address; see ReservedFor).
+func NewPolicy(nodes []model.Node, reserved ...netip.Prefix) *Policy {
+	p := &Policy{nodes: map[string]*Node{}, groups: map[string]*Node{}, owner: map[netip.Addr]string{},
+		reserved: reserved, MaxServingExpiration: DefaultMaxServingExpiration}
 	for _, n := range nodes {
 		an := &Node{Name: n.Name, DNSNames: []string{n.Name}}
 		if n.Hostname != "" && n.Hostname != n.Name {
@@ -129,8 +143,27 @@ func NewPolicy(nodes []model.Node) *Policy {
 		}
 		p.nodes[n.Name] = an
 		p.groups[token.Group(n.Name)] = an
+		for _, a := range an.IPs {
+			p.owner[a] = n.Name
+		}
 	}
 	return p
+}
+
+// ReservedFor are the cluster's ranges that no node's serving certificate
+// may name: its service CIDR (the kubernetes Service, cluster DNS) and the
+// API server's address when it is an IP.
+func ReservedFor(c *model.Cluster) []netip.Prefix {
+	var r []netip.Prefix
+	if pfx, err := netip.ParsePrefix(c.ServiceCIDR); err == nil {
+		r = append(r, pfx.Masked())
+	}
+	if u, err := url.Parse(c.APIServer); err == nil {
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+			r = append(r, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return r
 }
 
 // Node returns the node of the list with that name.
@@ -198,7 +231,7 @@ func (p *Policy) Decide(csr *certv1.CertificateSigningRequest, look Lookups) Dec
 		if strings.HasPrefix(csr.Spec.Username, NodeUserPrefix) {
 			return p.renewal(csr)
 		}
-		return p.notOurs(Decision{Kind: KindOther}, "requester %q is neither a bootstrap token nor a node", csr.Spec.Username)
+		return p.notOurs(Decision{Kind: KindOther}, "requester %s is neither a bootstrap token nor a node", clip(csr.Spec.Username))
 	case certv1.KubeletServingSignerName:
 		return p.serving(csr, look)
 	}
@@ -232,7 +265,9 @@ func (p *Policy) bootstrap(csr *certv1.CertificateSigningRequest, look Lookups) 
 	secret := look.Token(id)
 	if !ok {
 		if Owned(secret) {
-			return deny(d, "token %s was minted for node %s, which is not in the node list", id, secret.Annotations[token.AnnotationNode])
+			// The list may be newer than this approver's copy: another
+			// approver (or this one, restarted) decides.
+			return p.notOurs(d, "token %s was minted for node %s, which is not in the node list", id, clip(secret.Annotations[token.AnnotationNode]))
 		}
 		return p.notOurs(d, "token %s is not kubestrap's (no node group of the list)", id)
 	}
@@ -258,7 +293,7 @@ func (p *Policy) bootstrap(csr *certv1.CertificateSigningRequest, look Lookups) 
 		return deny(d, "token %s (node %s): %v", id, node, err)
 	}
 	if want := NodeUserPrefix + node; req.Subject.CommonName != want {
-		return deny(d, "token %s was minted for node %s, but the CSR asks for %q", id, node, req.Subject.CommonName)
+		return deny(d, "token %s was minted for node %s, but the CSR asks for %s", id, node, clip(req.Subject.CommonName))
 	}
 	if err := clientShape(req, csr.Spec.Usages); err != nil {
 		return deny(d, "token %s (node %s): %v", id, node, err)
@@ -292,7 +327,7 @@ func (p *Policy) renewal(csr *certv1.CertificateSigningRequest) Decision {
 		return deny(d, "node %s: %v", name, err)
 	}
 	if req.Subject.CommonName != csr.Spec.Username {
-		return deny(d, "node %s may renew only its own certificate, not %q", name, req.Subject.CommonName)
+		return deny(d, "node %s may renew only its own certificate, not %s", name, clip(req.Subject.CommonName))
 	}
 	if err := clientShape(req, csr.Spec.Usages); err != nil {
 		return deny(d, "node %s: %v", name, err)
@@ -306,7 +341,7 @@ func (p *Policy) serving(csr *certv1.CertificateSigningRequest, look Lookups) De
 	name, isNode := strings.CutPrefix(csr.Spec.Username, NodeUserPrefix)
 	d := Decision{Kind: KindServing, Node: name}
 	if !isNode {
-		return p.notOurs(d, "requester %q is not a node", csr.Spec.Username)
+		return p.notOurs(d, "requester %s is not a node", clip(csr.Spec.Username))
 	}
 	n, ok := p.nodes[name]
 	if !ok {
@@ -320,7 +355,7 @@ func (p *Policy) serving(csr *certv1.CertificateSigningRequest, look Lookups) De
 		return deny(d, "node %s: %v", name, err)
 	}
 	if req.Subject.CommonName != csr.Spec.Username {
-		return deny(d, "node %s asks for a serving certificate as %q", name, req.Subject.CommonName)
+		return deny(d, "node %s asks for a serving certificate as %s", name, clip(req.Subject.CommonName))
 	}
 	if err := subjectShape(req); err != nil {
 		return deny(d, "node %s: %v", name, err)
@@ -354,7 +389,16 @@ func (p *Policy) serving(csr *certv1.CertificateSigningRequest, look Lookups) De
 	}
 	for _, ip := range req.IPAddresses {
 		a, ok := netip.AddrFromSlice(ip)
-		if !ok || !slices.Contains(allowed, a.Unmap()) {
+		if ok {
+			a = a.Unmap()
+			if other, taken := p.owner[a]; taken && other != name {
+				return deny(d, "node %s: IP address %s is node %s's", name, a, other)
+			}
+			if slices.ContainsFunc(p.reserved, func(r netip.Prefix) bool { return r.Contains(a) }) && !slices.Contains(n.IPs, a) {
+				return deny(d, "node %s: IP address %s is the cluster's own (service CIDR or API server)", name, a)
+			}
+		}
+		if !ok || !slices.Contains(allowed, a) {
 			if obj == nil {
 				return deny(d, "node %s: IP address %s is not the node list's and there is no Node object yet", name, ip)
 			}
@@ -363,7 +407,7 @@ func (p *Policy) serving(csr *certv1.CertificateSigningRequest, look Lookups) De
 	}
 	for _, dns := range req.DNSNames {
 		if !slices.Contains(n.DNSNames, dns) {
-			return deny(d, "node %s: DNS name %q is not the node's name or hostname", name, dns)
+			return deny(d, "node %s: DNS name %s is not the node's name or hostname", name, clip(dns))
 		}
 	}
 	return approve(d, "node %s's serving certificate names only its own names and addresses", name)
@@ -431,4 +475,14 @@ func subjectShape(req *x509.CertificateRequest) error {
 		return fmt.Errorf("the subject has %d attributes, want CN and O", len(req.Subject.Names))
 	}
 	return nil
+}
+
+// clip quotes a requester-chosen string for a message, cut to a length that
+// keeps conditions and Events small whatever a CSR holds.
+func clip(s string) string {
+	const max = 80
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
 }

@@ -77,6 +77,9 @@ func servingCSR(t testing.TB, name string, dns []string, ips ...string) *certv1.
 	}
 }
 
+// testReserved is what ReservedFor gives the cluster of baseCluster.
+var testReserved = ReservedFor(&model.Cluster{ServiceCIDR: "10.254.0.0/16", APIServer: "https://172.27.129.80:6443"})
+
 func testNodes() []model.Node {
 	return []model.Node{
 		{Name: "node-a", IP: "10.0.0.11"},
@@ -116,6 +119,9 @@ func TestDecide(t *testing.T) {
 	}
 	nodeB := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 		{Type: corev1.NodeInternalIP, Address: "192.168.5.12"}, {Type: corev1.NodeHostName, Address: "node-b"},
+		// What node-b wrote of itself to get certificates for others.
+		{Type: corev1.NodeExternalIP, Address: "10.0.1.13"}, {Type: corev1.NodeExternalIP, Address: "10.254.0.1"},
+		{Type: corev1.NodeExternalIP, Address: "172.27.129.80"},
 	}}}
 	nodes := map[string]*corev1.Node{"node-b": nodeB}
 	long := int32((400 * 24 * time.Hour).Seconds())
@@ -159,9 +165,12 @@ func TestDecide(t *testing.T) {
 			c.Spec.Groups = append(c.Spec.Groups, token.Group("node-b"))
 			return c
 		}, false, Deny, KindBootstrap, "of 2 nodes"},
-		{"kubestrap token of a node no longer listed", func(t *testing.T) *certv1.CertificateSigningRequest {
+		{"kubestrap token of a node not in this list (a newer list's?)", func(t *testing.T) *certv1.CertificateSigningRequest {
 			return bootstrapCSR(t, "gone00", "node-gone", "node-gone")
-		}, false, Deny, KindBootstrap, "not in the node list"},
+		}, false, Skip, KindBootstrap, "not in the node list"},
+		{"kubestrap token of a node not in the list, --strict", func(t *testing.T) *certv1.CertificateSigningRequest {
+			return bootstrapCSR(t, "gone00", "node-gone", "node-gone")
+		}, true, Deny, KindBootstrap, "not in the node list"},
 		{"kubeadm's token (group system:bootstrappers:kubeadm:default-node-token)", func(t *testing.T) *certv1.CertificateSigningRequest {
 			c := bootstrapCSR(t, "abcdef", "node-a", "worker-1")
 			c.Spec.Groups = []string{"system:bootstrappers", "system:bootstrappers:kubeadm:default-node-token"}
@@ -236,8 +245,20 @@ func TestDecide(t *testing.T) {
 			return servingCSR(t, "node-c.example.com", []string{"node-c.example.com"}, "10.0.1.13", "fd00::13")
 		}, false, Approve, KindServing, ""},
 		{"serving, foreign IP", func(t *testing.T) *certv1.CertificateSigningRequest {
-			return servingCSR(t, "node-b", []string{"node-b"}, "10.0.0.11")
-		}, false, Deny, KindServing, "IP address 10.0.0.11 is neither"},
+			return servingCSR(t, "node-b", []string{"node-b"}, "10.9.9.8")
+		}, false, Deny, KindServing, "IP address 10.9.9.8 is neither"},
+		{"serving, another listed node's IP, though the Node's status claims it", func(t *testing.T) *certv1.CertificateSigningRequest {
+			return servingCSR(t, "node-b", []string{"node-b"}, "10.0.1.13")
+		}, false, Deny, KindServing, "IP address 10.0.1.13 is node node-c.example.com's"},
+		{"serving, the kubernetes Service's IP, though the Node's status claims it", func(t *testing.T) *certv1.CertificateSigningRequest {
+			return servingCSR(t, "node-b", []string{"node-b"}, "10.254.0.1")
+		}, false, Deny, KindServing, "the cluster's own"},
+		{"serving, the API server's IP, though the Node's status claims it", func(t *testing.T) *certv1.CertificateSigningRequest {
+			return servingCSR(t, "node-b", []string{"node-b"}, "172.27.129.80")
+		}, false, Deny, KindServing, "the cluster's own"},
+		{"a long forged name is cut in the message", func(t *testing.T) *certv1.CertificateSigningRequest {
+			return bootstrapCSR(t, "aaaaaa", "node-a", strings.Repeat("x", 5000))
+		}, false, Deny, KindBootstrap, `xxx"...`},
 		{"serving, foreign IP, no Node yet", func(t *testing.T) *certv1.CertificateSigningRequest {
 			return servingCSR(t, "node-a", []string{"node-a"}, "10.9.9.9")
 		}, false, Deny, KindServing, "no Node object yet"},
@@ -290,7 +311,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := NewPolicy(testNodes())
+			p := NewPolicy(testNodes(), testReserved...)
 			p.Strict = tt.strict
 			d := p.Decide(tt.csr(t), lookups(secrets, nodes))
 			if d.Verdict != tt.verdict || d.Kind != tt.kind || !strings.Contains(d.Message, tt.message) {

@@ -233,6 +233,14 @@ func TestApproveDeployment(t *testing.T) {
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
 		t.Errorf("Deployment %s: replicas %v, want 2", d.Name, d.Spec.Replicas)
 	}
+	// Never on the nodes it approves: only control-plane nodes, whose
+	// taint it tolerates, and no other toleration.
+	if v, ok := spec.NodeSelector["node-role.kubernetes.io/control-plane"]; !ok || v != "" || len(spec.NodeSelector) != 1 {
+		t.Errorf("Deployment %s: nodeSelector %v, want control-plane nodes only", d.Name, spec.NodeSelector)
+	}
+	if want := []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}; !reflect.DeepEqual(spec.Tolerations, want) {
+		t.Errorf("Deployment %s: tolerations %+v, want %+v", d.Name, spec.Tolerations, want)
+	}
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil || sel.Empty() || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 		t.Errorf("Deployment %s: selector %v does not select its pods (%v)", d.Name, d.Spec.Selector, err)

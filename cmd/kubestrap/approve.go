@@ -18,8 +18,10 @@ import (
 	"github.com/urfave/cli/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
@@ -37,9 +39,11 @@ token in one node's user-data can only ever become that node:
    - a node renewing its own client certificate is approved;
    - a kubelet serving CSR (serverTLSBootstrap) is approved only when every IP
      it names is the node's ip, one of its network addresses, or in its Node's
-     status.addresses, and every DNS name is the node's name or hostname;
+     status.addresses — never one in the service CIDR, the API server's, or
+     another listed node's — and every DNS name is the node's name or
+     hostname;
    - once a node's client certificate is issued and its Node exists, the token
-     it joined with is deleted.
+     it joined with is deleted, with the node's tokens minted before it.
 
 CSRs of other bootstrap tokens (kubeadm's) and of nodes not in the list are
 left to other approvers, or denied with --strict.
@@ -112,7 +116,15 @@ func runApprove(c *cli.Context, d deps) error {
 		identity = host + "_" + uuid.NewString()[:8]
 	}
 
-	policy := approve.NewPolicy(cluster.Nodes)
+	// The informers' watches last as long as the server keeps them, not
+	// the request timeout the writes have.
+	watchCfg := rest.CopyConfig(client.Config)
+	watchCfg.Timeout = 0
+	watchClient, err := kubernetes.NewForConfig(watchCfg)
+	if err != nil {
+		return err
+	}
+	policy := approve.NewPolicy(cluster.Nodes, approve.ReservedFor(cluster)...)
 	policy.Strict, policy.MaxServingExpiration = c.Bool("strict"), c.Duration("max-serving-expiration")
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -121,7 +133,7 @@ func runApprove(c *cli.Context, d deps) error {
 	defer events.Shutdown()
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.Interface.CoreV1().Events("")})
 	ctrl, err := approve.New(approve.Options{
-		Client: client.Interface, Policy: policy, Workers: c.Int("workers"), Identity: identity, Log: log, Metrics: metrics,
+		Client: client.Interface, WatchClient: watchClient, Policy: policy, Workers: c.Int("workers"), Identity: identity, Log: log, Metrics: metrics,
 		Recorder: events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubestrap-approve"}), Now: d.now,
 	})
 	if err != nil {
@@ -213,6 +225,7 @@ func runApprove(c *cli.Context, d deps) error {
 	if err != nil {
 		return usagef("leader election: %w", err)
 	}
+	watchdog.SetLeaderElection(elector)
 	elector.Run(ctx)
 	if led.Load() {
 		select {

@@ -636,8 +636,8 @@ func clusterChecks(ctx context.Context, client kubernetes.Interface, bound bool,
 		}
 	}
 	if bound {
-		if blanket, err := rbac.Blanket(ctx, client); err == nil && len(blanket) > 0 {
-			fmt.Fprintf(stderr, "kubestrap: warning: approver is kubestrap, but ClusterRoleBinding %s lets kube-controller-manager approve any bootstrap token's CSR for any node name: tokens are not bound until it is gone (see kubestrap rbac --help)\n", strings.Join(blanket, ", "))
+		if auto, err := rbac.TokensAutoApproved(ctx, client); err == nil && auto {
+			fmt.Fprintf(stderr, "kubestrap: warning: approver is kubestrap, but bootstrap tokens may still create certificatesigningrequests/nodeclient, so kube-controller-manager approves any token's CSR for any node name: tokens are not bound until `kubestrap rbac apply --bound` is in force\n")
 		}
 	}
 	names := make([]string, len(nodes))

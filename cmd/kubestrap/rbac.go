@@ -34,9 +34,13 @@ is missing.
 --bound leaves out the second: kube-controller-manager then approves no
 bootstrap token's client CSR, and 'kubestrap approve' approves each only for
 the node its token was minted for. 'apply --bound' deletes the binding an
-earlier 'apply' made; a binding of another tool that grants the same (kubeadm's
-kubeadm:node-autoapprove-bootstrap) is named, not deleted, and apply fails
-until it is gone. Run 'kubestrap approve' before switching, or CSRs wait.`,
+earlier 'apply' made, then asks the API server (as kube-controller-manager
+does) whether bootstrap tokens may still have their CSRs approved; if a
+binding of yours grants it (the nodeclient role bound to system:bootstrappers
+or system:authenticated, or a role of your own), it is named, not deleted, and
+apply fails until it is gone. kubeadm's kubeadm:node-autoapprove-bootstrap
+binds only kubeadm's own tokens' group and may stay. Run 'kubestrap approve'
+before switching, or CSRs wait.`,
 		OnUsageError: onUsage,
 		Subcommands: []*cli.Command{
 			{
@@ -73,15 +77,20 @@ until it is gone. Run 'kubestrap approve' before switching, or CSRs wait.`,
 					if err != nil || !c.Bool("bound") {
 						return err
 					}
+					auto, err := rbac.TokensAutoApproved(ctx, client)
+					if err != nil || !auto {
+						return err
+					}
 					blanket, err := rbac.Blanket(ctx, client)
 					if err != nil {
 						return err
 					}
-					if len(blanket) > 0 {
-						return fmt.Errorf("bound mode is not in force: ClusterRoleBinding %s lets kube-controller-manager approve any bootstrap token's client CSR for any node; "+
-							"once 'kubestrap approve' runs, delete it: kubectl delete clusterrolebinding %s", strings.Join(blanket, ", "), strings.Join(blanket, " "))
+					if len(blanket) == 0 {
+						return errors.New("bound mode is not in force: bootstrap tokens may still create certificatesigningrequests/nodeclient, so kube-controller-manager approves any token's client CSR for any node; " +
+							"find the binding that grants it (kubectl auth can-i create certificatesigningrequests/nodeclient --as system:bootstrap:x --as-group system:bootstrappers) and delete it once 'kubestrap approve' runs")
 					}
-					return nil
+					return fmt.Errorf("bound mode is not in force: ClusterRoleBinding %s lets kube-controller-manager approve any bootstrap token's client CSR for any node; "+
+						"once 'kubestrap approve' runs, delete it: kubectl delete clusterrolebinding %s", strings.Join(blanket, ", "), strings.Join(blanket, " "))
 				},
 			},
 			{

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,10 +170,11 @@ func Apply(ctx context.Context, client kubernetes.Interface, bound bool) ([]Resu
 }
 
 // Blanket names the ClusterRoleBindings that let kube-controller-manager
-// approve client CSRs of bootstrap tokens (the nodeclient role bound to
-// system:bootstrappers or one of its subgroups, as kubeadm's
-// kubeadm:node-autoapprove-bootstrap does): while one exists, a token can
-// become any node, whatever `kubestrap approve` decides.
+// approve client CSRs of every bootstrap token (the nodeclient role bound to
+// system:bootstrappers or system:authenticated): while one exists, a token
+// can become any node, whatever `kubestrap approve` decides. kubeadm's
+// kubeadm:node-autoapprove-bootstrap binds its own tokens' group, which
+// kubestrap's tokens do not carry. TokensAutoApproved sees the rest.
 func Blanket(ctx context.Context, client kubernetes.Interface) ([]string, error) {
 	list, err := client.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -185,12 +186,34 @@ func Blanket(ctx context.Context, client kubernetes.Interface) ([]string, error)
 			continue
 		}
 		if slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool {
-			return s.Kind == rbacv1.GroupKind && (s.Name == bootstrapapi.BootstrapDefaultGroup || strings.HasPrefix(s.Name, bootstrapapi.BootstrapDefaultGroup+":"))
+			return s.Kind == rbacv1.GroupKind && (s.Name == bootstrapapi.BootstrapDefaultGroup || s.Name == "system:authenticated")
 		}) {
 			names = append(names, b.Name)
 		}
 	}
 	return names, nil
+}
+
+// TokensAutoApproved asks the API server what kube-controller-manager's
+// approver asks before approving a client CSR: may a bootstrap token (user
+// system:bootstrap:<id>, group system:bootstrappers) create
+// certificatesigningrequests/nodeclient? It sees what Blanket cannot: a
+// custom ClusterRole with that rule, a binding to system:authenticated. A
+// binding to one node's own group is not probed.
+func TokensAutoApproved(ctx context.Context, client kubernetes.Interface) (bool, error) {
+	sar, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   bootstrapapi.BootstrapUserPrefix + "probe0",
+			Groups: []string{bootstrapapi.BootstrapDefaultGroup, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Subresource: "nodeclient", Verb: "create",
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("asking whether bootstrap tokens' CSRs are approved by kube-controller-manager: %w", err)
+	}
+	return sar.Status.Allowed, nil
 }
 
 // Missing returns the mode's grants that no ClusterRoleBinding in the

@@ -2,12 +2,16 @@ package rbac
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 )
 
@@ -116,7 +120,8 @@ func TestApplyBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	blanket, err := Blanket(ctx, client)
-	if err != nil || strings.Join(blanket, " ") != "kubeadm:node-autoapprove-bootstrap kubestrap:auto-approve-csrs-for-group" {
+	// kubeadm's binds its own tokens' group, not kubestrap's.
+	if err != nil || strings.Join(blanket, " ") != "kubestrap:auto-approve-csrs-for-group" {
 		t.Fatalf("before: blanket %v, %v", blanket, err)
 	}
 	got, err := Apply(ctx, client, true)
@@ -130,8 +135,11 @@ func TestApplyBound(t *testing.T) {
 	if want := "kubestrap:auto-approve-csrs-for-group deleted,kubestrap:kubelet-bootstrap unchanged,kubestrap:node-client-cert-renewal unchanged"; strings.Join(results, ",") != want {
 		t.Errorf("bound apply: %v, want %s", results, want)
 	}
-	if blanket, _ = Blanket(ctx, client); strings.Join(blanket, " ") != "kubeadm:node-autoapprove-bootstrap" {
-		t.Errorf("after: blanket %v: kubeadm's binding is the user's to delete", blanket)
+	if blanket, _ = Blanket(ctx, client); len(blanket) != 0 {
+		t.Errorf("after: blanket %v", blanket)
+	}
+	if _, err := client.RbacV1().ClusterRoleBindings().Get(ctx, kubeadm.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("kubeadm's binding is the user's: %v", err)
 	}
 	if missing, _ := Missing(ctx, client, true); len(missing) != 0 {
 		t.Errorf("bound mode misses %v", missing)
@@ -149,5 +157,29 @@ func TestApplyBound(t *testing.T) {
 	}
 	if _, err := client.RbacV1().ClusterRoleBindings().Get(ctx, mine.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("the user's binding was deleted: %v", err)
+	}
+}
+
+// TokensAutoApproved asks what kube-controller-manager asks, as a bootstrap
+// token: the API server's answer is the answer.
+func TestTokensAutoApproved(t *testing.T) {
+	for _, allowed := range []bool{false, true} {
+		client := fake.NewClientset()
+		var asked *authorizationv1.SubjectAccessReview
+		client.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			asked = a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SubjectAccessReview)
+			out := asked.DeepCopy()
+			out.Status.Allowed = allowed
+			return true, out, nil
+		})
+		got, err := TokensAutoApproved(context.Background(), client)
+		if err != nil || got != allowed {
+			t.Errorf("allowed %v: got %v, %v", allowed, got, err)
+		}
+		ra := asked.Spec.ResourceAttributes
+		if ra.Group != "certificates.k8s.io" || ra.Resource != "certificatesigningrequests" || ra.Subresource != "nodeclient" || ra.Verb != "create" ||
+			!strings.HasPrefix(asked.Spec.User, "system:bootstrap:") || !slices.Contains(asked.Spec.Groups, "system:bootstrappers") {
+			t.Errorf("asked %+v", asked.Spec)
+		}
 	}
 }
