@@ -16,14 +16,31 @@
 #            machines asking `kubestrap serve` for their Ignition at once,
 #            against the floor's creates with serve's concurrency; and the
 #            iPXE endpoints' requests/s against a bare net/http server.
+#   approve: on a fresh control plane (e2e/bench_approve_test.go): 1,000
+#            kubelet client CSRs made at once, each with its own node's token,
+#            approved by `kubestrap approve` (rbac apply --bound) against
+#            kube-controller-manager's approver (the blanket binding), round
+#            by round; then 1,000 forged ones (node i's token, node i+1's
+#            name), all denied.
 #
 # Needs what the e2e test needs (root, e2e/tools/build.sh's binaries) plus
 # kubeadm and kubectl, which this script builds into the same cache.
 #
 # BENCH_ONLY=offline runs the offline figures alone and prints them, without
 # rewriting anything (no root, no cluster binaries).
+# BENCH_ONLY=approve (or `bench/run.sh approve`) runs the approve benchmark
+# alone and rewrites only its rows and notes in BENCHMARKS.md and its
+# sentence in README.md's bench block; the other figures stay as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_ONLY=${BENCH_ONLY:-${1-}}
+case $BENCH_ONLY in
+"" | offline | approve) ;;
+*)
+	echo "usage: $0 [approve]   (or BENCH_ONLY=offline|approve)" >&2
+	exit 2
+	;;
+esac
 RUNS=${RUNS:-3}
 work=$(mktemp -d /var/tmp/kubestrap-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -31,9 +48,11 @@ trap 'rm -rf "$work"' EXIT
 echo "== building" >&2
 go build -o "$work/kubestrap" ./cmd/kubestrap
 go build -o "$work/floor" ./bench/floor
-if [[ ${BENCH_ONLY-} != offline ]]; then
-	KUBESTRAP_BENCH_TOOLS=1 e2e/tools/build.sh
-fi
+case $BENCH_ONLY in
+offline) ;;
+approve) e2e/tools/build.sh ;; # no kubeadm, kubectl: the guide is not timed
+*) KUBESTRAP_BENCH_TOOLS=1 e2e/tools/build.sh ;;
+esac
 bins=$(KUBESTRAP_BENCH_TOOLS=1 e2e/tools/build.sh --print)
 kubeadm=$(awk '$1 == "kubeadm" { print $3 }' <<<"$bins")
 kubectl=$(awk '$1 == "kubectl" { print $3 }' <<<"$bins")
@@ -48,6 +67,84 @@ clusterDNS: [10.254.0.2]
 serviceCIDR: 10.254.0.0/16
 podCIDR: 172.30.0.0/16
 YAML
+# The approve benchmark: sets approve_* and forged_* from its BENCH lines.
+approve_bench() {
+	local out
+	echo "== approve (e2e control plane)" >&2
+	out=$(cd e2e && KUBESTRAP_E2E=1 KUBESTRAP_BENCH=1 \
+		go test -count=1 -v -run '^TestBenchApprove$' -timeout 30m . | tee "$work/approve.log" | sed -n 's/^BENCH //p')
+	eval "$out"
+	# Each phase's times and every process's CPU in it, to read the figures by.
+	grep -E '^BENCH |CSRs created in|round [0-9]+:|median round|forged client CSRs' "$work/approve.log" |
+		sed 's/^ *bench_approve_test.go:[0-9]*: //' >&2
+}
+# approve_rows: its rows of the table.
+approve_rows() {
+	awk -v an="$approve_nodes" -v as="$approve_seconds" -v ak="$approve_kcm_seconds" -v ar="$approve_ratio" \
+		-v fn="$forged_nodes" -v fs="$forged_seconds" -v fd="$forged_denied" 'BEGIN {
+	printf "| approve: %d kubelet client CSRs | %.3f s | kube-controller-manager'"'"'s approver, same %d: %.3f s | %.2fx | %s (≤ 1.2x) |\n", an, as, an, ak, ar, (ar <= 1.2) ? "meets" : "MISSES"
+	printf "| approve: %d forged client CSRs, node i'"'"'s token asking for node i+1 | %d denied in %.3f s, none issued | | | %s (all denied) |\n", fn, fd, fs, (fd == fn) ? "meets" : "MISSES"
+}'
+}
+# approve_notes: how they were measured, the last bullet of BENCHMARKS.md.
+approve_notes() {
+	cat <<MD
+- **approve**, on a fresh e2e control plane (\`e2e/bench_approve_test.go\`; \`bench/run.sh approve\`
+  reruns it alone and rewrites only its rows, last on $(date -u +%Y-%m-%d)): $approve_nodes nodes in the
+  cluster file, their tokens minted by \`generate --offline\` and applied; each CSR is made as
+  its node's bootstrap token, with a fresh key, $approve_nodes created at once (64 in flight), and
+  the figure is the time from the first create until a watch has seen every one decided.
+  kube-controller-manager's csrapproving controller approves with the blanket binding of
+  \`kubestrap rbac apply\`; one \`kubestrap approve\` (8 workers, leading its Lease) with
+  \`kubestrap rbac apply --bound\`. kube-controller-manager runs with \`--kube-api-qps=400
+  --kube-api-burst=800\`, the client limits \`kubestrap approve\` gives itself (its default 20/s
+  would time its client, not its approver). The two alternate for $approve_rounds rounds, new
+  CSRs each time, and the row is the round with the median ratio; the test logs each
+  process's CPU per round. Then $forged_nodes forged CSRs, node i's token asking for node i+1's
+  name: the time until every one is denied (\`KubestrapDenied\`, no certificate).
+MD
+}
+# approve_readme: its sentence, the last lines of README.md's bench block.
+approve_readme() {
+	awk -v an="$approve_nodes" -v as="$approve_seconds" -v ak="$approve_kcm_seconds" -v ar="$approve_ratio" \
+		-v fn="$forged_nodes" -v fs="$forged_seconds" -v fd="$forged_denied" 'BEGIN {
+	printf "`approve`: %d kubelet client CSRs made at once, each with its own node'"'"'s token,\n", an
+	printf "are approved in %.3f s, %.2fx kube-controller-manager'"'"'s approver on as many\n", as, ar
+	printf "(%.3f s; the target is 1.2x); %d forged ones, each token asking for another\n", ak, fd
+	printf "node'"'"'s name, are denied in %.3f s.\n", fs
+}'
+}
+
+if [[ $BENCH_ONLY == approve ]]; then
+	approve_bench
+	rows=$(approve_rows)
+	echo "$rows"
+	notes=$(approve_notes)
+	# Its rows replace the old ones (or end the table), its notes the old
+	# ones (or end the file); nothing else changes.
+	awk -v rows="$rows" -v notes="$notes" '
+		/^\| approve: / { if (!r) print rows; r = 1; next }
+		/^\|/ { table = 1 }
+		table && !/^\|/ && !r { print rows; r = 1 }
+		!/^\|/ { table = 0 }
+		/^- \*\*approve\*\*/ { print notes; n = 1; skip = 1; next }
+		skip && /^  / { next }
+		{ skip = 0; print }
+		END { if (!r) print rows; if (!n) print notes }' BENCHMARKS.md >BENCHMARKS.md.new
+	mv BENCHMARKS.md.new BENCHMARKS.md
+	echo "rewrote BENCHMARKS.md's approve rows" >&2
+	# Its sentence ends the bench block: what follows `approve`: in it is
+	# replaced, or the sentence added before its end.
+	awk -v lines="$(approve_readme)" '
+		/^<!-- bench:begin/ { inblock = 1 }
+		inblock && /^`approve`:/ { skip = 1; next }
+		/^<!-- bench:end/ { if (inblock) print lines; inblock = 0; skip = 0 }
+		!skip { print }' README.md >README.md.new
+	grep -q '^<!-- bench:begin' README.md.new && mv README.md.new README.md || { rm -f README.md.new; echo "README.md has no bench block" >&2; exit 1; }
+	echo "rewrote README.md's approve figures" >&2
+	exit 0
+fi
+
 nodes_csv() { awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) printf "node-%05d,10.%d.%d.%d\n", i, 20 + int(i / 65536), int(i / 256) % 256, i % 256 }'; }
 
 # offline N: prints "wall_seconds peak_rss_kb" (median of RUNS by wall time).
@@ -107,6 +204,7 @@ echo "== serve (e2e control plane)" >&2
 served=$(cd e2e && KUBESTRAP_E2E=1 KUBESTRAP_BENCH=1 KUBESTRAP_BENCH_FLOOR="$work/floor" \
 	go test -count=1 -v -run '^TestBenchServe$' -timeout 30m . | tee "$work/serve.log" | sed -n 's/^BENCH //p')
 eval "$served"
+approve_bench
 
 report=$(
 	awk -v w10="$w10" -v r10="$r10" -v w20="$w20" -v r20="$r20" \
@@ -128,6 +226,7 @@ report=$(
 	printf "| serve: /boot.ipxe, loopback | %.0f requests/s | bare net/http, same script and load: %.0f/s | %.0f%% | %s (≥ 5,000/s) |\n", hb, hf, 100*hb/hf, (hb >= 5000) ? ok : bad
 	printf "| serve: /ipxe, loopback | %.0f requests/s | bare net/http: %.0f/s | %.0f%% | %s (≥ 5,000/s) |\n", hi, hf, 100*hi/hf, (hi >= 5000) ? ok : bad
 }')
+report+=$'\n'$(approve_rows)
 echo "$report"
 
 machine="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr), $(go version | cut -d' ' -f3)"
@@ -173,6 +272,7 @@ $report
   - \`/boot.ipxe\` and \`/ipxe?mac=…\` (no token): 32 keep-alive clients for 3 s on
     loopback, against \`bench/floor -http\`, a bare net/http server answering the same
     script, under the same load. Every request is logged by serve (JSON, to a file).
+$(approve_notes)
 MD
 echo "wrote BENCHMARKS.md" >&2
 
@@ -192,6 +292,7 @@ block=$(awk -v w10="$w10" -v r10="$r10" -v w20="$w20" -v g20="$g20" -v c20="$c20
 	printf "%.2fx the floor'"'"'s creates of as many tokens (%.3f s; the target is 1.3x), p99 %d ms;\n", ss/sf, sf, p99
 	printf "`/boot.ipxe` and `/ipxe` answer %.0f and %.0f requests/s on loopback.\n", hb, hi
 }')
+block+=$'\n'$(approve_readme)
 awk -v block="$block" '
 	/^<!-- bench:begin/ { print; print block; skip = 1; next }
 	/^<!-- bench:end/ { skip = 0 }
