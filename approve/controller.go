@@ -124,6 +124,11 @@ func New(o Options) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The cache keeps no token's secret: decisions read a token's node,
+	// groups and expiration, never the bearer half.
+	if err := secretInf.Informer().SetTransform(withoutTokenSecret); err != nil {
+		return nil, err
+	}
 	c.csrs, c.csrIdx = csrInf.Lister(), csrInf.Informer().GetIndexer()
 	c.nodes, c.secrets = nodeInf.Lister(), secretInf.Lister()
 	enqueue := func(obj any) {
@@ -394,4 +399,15 @@ func (c *Controller) expiredUnused() float64 {
 		}
 	}
 	return float64(n)
+}
+
+// withoutTokenSecret is a cached Secret with the token's secret taken out.
+func withoutTokenSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok || s.Data[bootstrapapi.BootstrapTokenSecretKey] == nil {
+		return obj, nil
+	}
+	s = s.DeepCopy()
+	delete(s.Data, bootstrapapi.BootstrapTokenSecretKey)
+	return s, nil
 }

@@ -293,3 +293,16 @@ func run(t *testing.T, client *fake.Clientset) {
 		}
 	})
 }
+
+// The approver's cache holds no token's secret.
+func TestCacheHoldsNoTokenSecret(t *testing.T) {
+	_, c, _, _ := startController(t, tokenSecret("aaaaaa", "node-a"))
+	waitFor(t, "the caches", c.HasSynced)
+	s := c.tokenSecret("aaaaaa")
+	if s == nil {
+		t.Fatal("token not cached")
+	}
+	if _, ok := s.Data["token-secret"]; ok || string(s.Data["token-id"]) != "aaaaaa" || s.Annotations[token.AnnotationNode] != "node-a" {
+		t.Errorf("cached token: %v", s.Data)
+	}
+}
