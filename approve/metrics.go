@@ -8,6 +8,7 @@ type Metrics struct {
 	tokensDeleted prometheus.Counter
 	syncErrors    prometheus.Counter
 	leader        prometheus.Gauge
+	blanket       prometheus.Gauge
 	// expiredUnused is read at each scrape, from the controller's caches.
 	expiredUnused func() float64
 }
@@ -31,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kubestrap_approve_leader",
 			Help: "1 while this replica leads and decides, else 0.",
 		}),
+		blanket: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kubestrap_approve_blanket_approval",
+			Help: "1 while bootstrap tokens may still have kube-controller-manager approve their CSRs for any node (bound mode not in force), 0 when not, -1 when unknown.",
+		}),
 	}
 	expired := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kubestrap_approve_tokens_expired_unused",
@@ -42,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return m.expiredUnused()
 	})
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.tokensDeleted, m.syncErrors, m.leader, expired)
+		reg.MustRegister(m.decisions, m.tokensDeleted, m.syncErrors, m.leader, m.blanket, expired)
 	}
 	return m
 }
@@ -55,3 +60,7 @@ func (m *Metrics) SetLeader(leading bool) {
 		m.leader.Set(0)
 	}
 }
+
+// SetBlanket says whether the cluster still approves every bootstrap
+// token's CSR (-1: the check failed).
+func (m *Metrics) SetBlanket(v float64) { m.blanket.Set(v) }

@@ -452,6 +452,8 @@ func TestApproveRBAC(t *testing.T) {
 			wantRule(certv1.GroupName, "certificatesigningrequests/approval", nil, "update"),
 			wantRule(certv1.GroupName, "signers", approveSigners, "approve"),
 			wantRule("", "nodes", nil, "get", "list", "watch"),
+			// Whether bound mode is in force (rbac.TokensAutoApproved).
+			wantRule("authorization.k8s.io", "subjectaccessreviews", nil, "create"),
 		},
 		// kubestrap's tokens: read (RBAC cannot keep it to them), and
 		// deleted once their node joined. Never made or changed.

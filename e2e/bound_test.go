@@ -94,6 +94,7 @@ func boundE2E(t *testing.T) {
 	approvers := []*proc{h.startApprover(ks, cp, "approve-1", clusterFile), h.startApprover(ks, cp, "approve-2", clusterFile)}
 	leader := h.waitLeader(approvers)
 	t.Logf("%s leads", leader.name)
+	h.checkMetrics(leader, "kubestrap_approve_leader 1", "kubestrap_approve_blanket_approval 0")
 
 	// The forgery: node-a's token asks for node-b's client certificate.
 	forged := h.createClientCSR(cp, tokenA, "e2e-node-b")
@@ -169,8 +170,9 @@ func (h *harness) startApprover(ks *kubestrap, cp *controlPlane, name, clusterFi
 	p := h.start(name, exec.Command(ks.path, "approve", "-f", clusterFile, "--kubeconfig", cp.adminKubeconfig,
 		"--leader-elect", "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
 		"--identity", name, "--listen", addr, "--log-format", "text"))
+	p.url = "http://" + addr
 	h.waitFor(name+" ready (/readyz)", time.Minute, []*proc{p, cp.apiserver}, func(ctx context.Context) (bool, string) {
-		return httpOK(ctx, http.DefaultClient, "http://"+addr+"/readyz")
+		return httpOK(ctx, http.DefaultClient, p.url+"/readyz")
 	})
 	return p
 }
@@ -193,6 +195,27 @@ func (h *harness) waitLeader(approvers []*proc) *proc {
 		return false, fmt.Sprintf("holder %v", lease.Spec.HolderIdentity)
 	})
 	return leader
+}
+
+// checkMetrics waits for p's /metrics to carry each of the lines.
+func (h *harness) checkMetrics(p *proc, lines ...string) {
+	h.t.Helper()
+	h.waitFor(p.name+" /metrics: "+strings.Join(lines, ", "), 30*time.Second, []*proc{p}, func(ctx context.Context) (bool, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		have := strings.Split(string(body), "\n")
+		for _, l := range lines {
+			if !slices.Contains(have, l) {
+				return false, "no line " + l
+			}
+		}
+		return true, ""
+	})
 }
 
 // tokenValueIn is the whole bootstrap token of a node's Ignition config.

@@ -171,6 +171,8 @@ type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	err    error // from Wait, once exited is closed
+	// url is where it serves HTTP, for the processes that do.
+	url string
 }
 
 // start runs cmd in the background until the test ends.

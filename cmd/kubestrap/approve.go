@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kubestrap/kubestrap/approve"
+	"github.com/kubestrap/kubestrap/generator/rbac"
 )
 
 const approveDescription = `approve decides the CSRs of kubelets by the node list, so that the bootstrap
@@ -176,6 +177,8 @@ func runApprove(c *cli.Context, d deps) error {
 	}()
 
 	ctrl.Start(ctx)
+	metrics.SetBlanket(-1)
+	go watchBlanket(ctx, client.Interface, metrics, log, 5*time.Minute)
 	log.Info("starting", "identity", identity, "nodes", len(cluster.Nodes), "strict", policy.Strict,
 		"leader_elect", c.Bool("leader-elect"), "health", "http://"+ln.Addr().String())
 	if !c.Bool("leader-elect") {
@@ -244,4 +247,30 @@ func runApprove(c *cli.Context, d deps) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// watchBlanket asks now and then whether bound mode is in force: a binding
+// re-created by an upgrade tool would let kube-controller-manager approve
+// any token's CSR for any node again, whatever this approver denies.
+func watchBlanket(ctx context.Context, client kubernetes.Interface, m *approve.Metrics, log *slog.Logger, every time.Duration) {
+	for {
+		auto, err := rbac.TokensAutoApproved(ctx, client)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			m.SetBlanket(-1)
+			log.Warn("cannot tell whether bound mode is in force", "error", err.Error())
+		case auto:
+			m.SetBlanket(1)
+			log.Warn("bound mode is not in force: bootstrap tokens may create certificatesigningrequests/nodeclient, so kube-controller-manager approves any token's CSR for any node (kubestrap rbac apply --bound)")
+		default:
+			m.SetBlanket(0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
