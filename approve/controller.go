@@ -317,10 +317,10 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	return nil
 }
 
-// endToken deletes the bootstrap token a CSR was made with once its
-// certificate is issued and its node's Node object exists: the kubelet
-// authenticates with its certificate from then on, and the token in the
-// node's user-data opens nothing any more.
+// endToken deletes the bootstrap token a CSR was made with, and the node's
+// older ones, once its certificate is issued and its node's Node object
+// exists: the kubelet authenticates with its certificate from then on, and
+// the tokens in the node's user-data open nothing any more.
 func (c *Controller) endToken(ctx context.Context, csr *certv1.CertificateSigningRequest) error {
 	if csr.Spec.SignerName != certv1.KubeAPIServerClientKubeletSignerName || !Approved(csr) || len(csr.Status.Certificate) == 0 {
 		return nil
