@@ -23,6 +23,14 @@ import (
 func startController(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *Controller, *prometheus.Registry, *record.FakeRecorder) {
 	t.Helper()
 	client := fake.NewClientset(objs...)
+	c, reg, rec := run(t, client)
+	return client, c, reg, rec
+}
+
+// run starts a controller on client (whose reactors the test may have set)
+// until the test ends.
+func run(t *testing.T, client *fake.Clientset) (*Controller, *prometheus.Registry, *record.FakeRecorder) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	rec := record.NewFakeRecorder(100)
 	c, err := New(Options{Client: client, Policy: NewPolicy(testNodes()), Identity: "test", Metrics: NewMetrics(reg), Recorder: rec, Workers: 2})
@@ -39,7 +47,7 @@ func startController(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *Co
 			t.Error(err)
 		}
 	})
-	return client, c, reg, rec
+	return c, reg, rec
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -165,15 +173,7 @@ func TestControllerConflictNotDecidedTwice(t *testing.T) {
 		}
 		return true, nil, apierrors.NewConflict(certv1.Resource("certificatesigningrequests"), good.Name, nil)
 	})
-	c, err := New(Options{Client: client, Policy: NewPolicy(testNodes())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c.Start(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	c, _, _ := run(t, client)
 	waitFor(t, "the other replica's approval to reach the cache", func() bool {
 		got, err := c.csrs.Get(good.Name)
 		return err == nil && Finished(got)
@@ -181,10 +181,6 @@ func TestControllerConflictNotDecidedTwice(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if cond := condition(t, client, good.Name); cond.Reason != "Other" {
 		t.Errorf("decided again after a conflict: %+v", cond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -274,24 +270,6 @@ func TestServingNodeReadRetried(t *testing.T) {
 	if c := condition(t, client, csr.Name); c.Type != certv1.CertificateApproved {
 		t.Errorf("valid serving CSR after two failed Node reads: %+v", c)
 	}
-}
-
-func run(t *testing.T, client *fake.Clientset) {
-	t.Helper()
-	c, err := New(Options{Client: client, Policy: NewPolicy(testNodes())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.Start(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
 }
 
 // The approver's cache holds no token's secret.

@@ -315,24 +315,36 @@ func countNodeGroups(p *Policy, groups []string) int {
 // a node renewing its own client certificate.
 func (p *Policy) renewal(csr *certv1.CertificateSigningRequest) Decision {
 	name := strings.TrimPrefix(csr.Spec.Username, NodeUserPrefix)
-	d := Decision{Kind: KindRenewal, Node: name}
-	if _, ok := p.nodes[name]; !ok {
-		return p.notOurs(d, "node %s is not in the node list", name)
-	}
-	if !slices.Contains(csr.Spec.Groups, NodesGroup) {
-		return deny(d, "requester %s is not in group %s", csr.Spec.Username, NodesGroup)
-	}
-	req, err := parse(csr)
-	if err != nil {
-		return deny(d, "node %s: %v", name, err)
-	}
-	if req.Subject.CommonName != csr.Spec.Username {
-		return deny(d, "node %s may renew only its own certificate, not %s", name, clip(req.Subject.CommonName))
+	_, req, d, ok := p.ownRequest(csr, Decision{Kind: KindRenewal, Node: name}, "node %s may renew only its own certificate, not %s")
+	if !ok {
+		return d
 	}
 	if err := clientShape(req, csr.Spec.Usages); err != nil {
 		return deny(d, "node %s: %v", name, err)
 	}
 	return approve(d, "node %s renews its own client certificate", name)
+}
+
+// ownRequest checks what a node asking for itself must be: a node of the
+// list, in group system:nodes, with a request that verifies and names the
+// requester (mismatch says so, given the node and the name asked for). ok
+// is false with the verdict in d.
+func (p *Policy) ownRequest(csr *certv1.CertificateSigningRequest, d Decision, mismatch string) (*Node, *x509.CertificateRequest, Decision, bool) {
+	n, listed := p.nodes[d.Node]
+	if !listed {
+		return nil, nil, p.notOurs(d, "node %s is not in the node list", d.Node), false
+	}
+	if !slices.Contains(csr.Spec.Groups, NodesGroup) {
+		return nil, nil, deny(d, "requester %s is not in group %s", csr.Spec.Username, NodesGroup), false
+	}
+	req, err := parse(csr)
+	if err != nil {
+		return nil, nil, deny(d, "node %s: %v", d.Node, err), false
+	}
+	if req.Subject.CommonName != csr.Spec.Username {
+		return nil, nil, deny(d, mismatch, d.Node, clip(req.Subject.CommonName)), false
+	}
+	return n, req, d, true
 }
 
 // serving approves a kubelet's serving certificate for the names and
@@ -343,19 +355,9 @@ func (p *Policy) serving(csr *certv1.CertificateSigningRequest, look Lookups) De
 	if !isNode {
 		return p.notOurs(d, "requester %s is not a node", clip(csr.Spec.Username))
 	}
-	n, ok := p.nodes[name]
+	n, req, d, ok := p.ownRequest(csr, d, "node %s asks for a serving certificate as %s")
 	if !ok {
-		return p.notOurs(d, "node %s is not in the node list", name)
-	}
-	if !slices.Contains(csr.Spec.Groups, NodesGroup) {
-		return deny(d, "requester %s is not in group %s", csr.Spec.Username, NodesGroup)
-	}
-	req, err := parse(csr)
-	if err != nil {
-		return deny(d, "node %s: %v", name, err)
-	}
-	if req.Subject.CommonName != csr.Spec.Username {
-		return deny(d, "node %s asks for a serving certificate as %s", name, clip(req.Subject.CommonName))
+		return d
 	}
 	if err := subjectShape(req); err != nil {
 		return deny(d, "node %s: %v", name, err)

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,7 +38,6 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"github.com/kubestrap/kubestrap/approve"
 	"github.com/kubestrap/kubestrap/generator/model"
@@ -574,52 +572,9 @@ func TestApproveAdmissionPolicy(t *testing.T) {
 		t.Errorf("variables %+v\nwant %+v", spec.Variables, wantVars)
 	}
 
-	rules := policyRules{labels: map[string]string{}}
-	var names []string
-	for i, v := range spec.Validations {
-		expr := normalizeCEL(v.Expression)
-		if v.Reason == nil || *v.Reason != metav1.StatusReasonForbidden {
-			t.Errorf("validation %d: reason is not Forbidden", i)
-		}
-		if v.Message == "" && v.MessageExpression == "" {
-			t.Errorf("validation %d: no message", i)
-		}
-		switch {
-		case policyNamespace.MatchString(expr):
-			rules.namespace = policyNamespace.FindStringSubmatch(expr)[1]
-		case policyType.MatchString(expr):
-			rules.secretType = policyType.FindStringSubmatch(expr)[1]
-		case policyName.MatchString(expr):
-			re, err := regexp.Compile(policyName.FindStringSubmatch(expr)[1])
-			if err != nil {
-				t.Errorf("validation %d: %v", i, err)
-				continue
-			}
-			rules.name = re
-			names = append(names, re.String())
-		case policyLabel.MatchString(expr):
-			m := policyLabel.FindStringSubmatch(expr)
-			if m[1] != m[2] {
-				t.Errorf("validation %d tests label %s is there and reads label %s", i, m[1], m[2])
-			}
-			if _, dup := rules.labels[m[1]]; dup {
-				t.Errorf("validation %d: label %s checked twice", i, m[1])
-			}
-			rules.labels[m[1]] = m[3]
-		default:
-			t.Errorf("validation %d is not a shape this test knows, update the test with it: %s", i, expr)
-		}
-	}
-	if rules.namespace != metav1.NamespaceSystem {
-		t.Errorf("the policy allows namespace %q, want %s", rules.namespace, metav1.NamespaceSystem)
-	}
-	if rules.secretType != string(bootstrapapi.SecretTypeBootstrapToken) {
-		t.Errorf("the policy allows type %q, want %s", rules.secretType, bootstrapapi.SecretTypeBootstrapToken)
-	}
-	if len(names) != 1 || !strings.HasPrefix(names[0], "^"+bootstrapapi.BootstrapTokenSecretPrefix) || !strings.HasSuffix(names[0], "$") {
-		t.Errorf("the policy's name checks are %q, want one anchored ^%s...$", names, bootstrapapi.BootstrapTokenSecretPrefix)
-	} else if name := bootstraputil.BootstrapTokenSecretName("abc123"); !rules.name.MatchString(name) {
-		t.Errorf("the policy's name check %s refuses %s", rules.name, name)
+	rules := readPolicy(t, spec.Validations)
+	if rules.expires || rules.group != nil {
+		t.Errorf("the policy checks an expiration or a group, which only a CREATE carries: it matches DELETE alone")
 	}
 	// managed-by alone: the approver ends the tokens of serve and of
 	// `kubestrap generate` alike, and only serve's carry a source label.

@@ -40,6 +40,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubestrap/kubestrap/generator/model"
@@ -481,6 +482,72 @@ type policyRules struct {
 	notGroup string // a prefix refused
 }
 
+// readPolicy reads a policy's validations, each of a shape this test knows,
+// into the rules they make, and checks what serve's and approve's policies
+// share: Forbidden with a message, kube-system, bootstrap tokens, one
+// anchored name check.
+func readPolicy(t *testing.T, validations []admissionv1.Validation) policyRules {
+	t.Helper()
+	rules := policyRules{labels: map[string]string{}}
+	var names []string
+	for i, v := range validations {
+		expr := normalizeCEL(v.Expression)
+		if v.Reason == nil || *v.Reason != metav1.StatusReasonForbidden {
+			t.Errorf("validation %d: reason is not Forbidden", i)
+		}
+		if v.Message == "" && v.MessageExpression == "" {
+			t.Errorf("validation %d: no message", i)
+		}
+		switch {
+		case policyNamespace.MatchString(expr):
+			rules.namespace = policyNamespace.FindStringSubmatch(expr)[1]
+		case policyType.MatchString(expr):
+			rules.secretType = policyType.FindStringSubmatch(expr)[1]
+		case policyName.MatchString(expr):
+			re, err := regexp.Compile(policyName.FindStringSubmatch(expr)[1])
+			if err != nil {
+				t.Errorf("validation %d: %v", i, err)
+				continue
+			}
+			rules.name = re
+			names = append(names, re.String())
+		case policyExpires.MatchString(expr):
+			rules.expires = true
+		case policyGroup.MatchString(expr):
+			m := policyGroup.FindStringSubmatch(expr)
+			re, err := regexp.Compile(m[1])
+			if err != nil {
+				t.Errorf("validation %d: %v", i, err)
+				continue
+			}
+			rules.group, rules.notGroup = re, m[2]
+		case policyLabel.MatchString(expr):
+			m := policyLabel.FindStringSubmatch(expr)
+			if m[1] != m[2] {
+				t.Errorf("validation %d tests label %s is there and reads label %s", i, m[1], m[2])
+			}
+			if _, dup := rules.labels[m[1]]; dup {
+				t.Errorf("validation %d: label %s checked twice", i, m[1])
+			}
+			rules.labels[m[1]] = m[3]
+		default:
+			t.Errorf("validation %d is not a shape this test knows, update the test with it: %s", i, expr)
+		}
+	}
+	if rules.namespace != metav1.NamespaceSystem {
+		t.Errorf("the policy allows namespace %q, want %s", rules.namespace, metav1.NamespaceSystem)
+	}
+	if rules.secretType != string(bootstrapapi.SecretTypeBootstrapToken) {
+		t.Errorf("the policy allows type %q, want %s", rules.secretType, bootstrapapi.SecretTypeBootstrapToken)
+	}
+	if len(names) != 1 || !strings.HasPrefix(names[0], "^"+bootstrapapi.BootstrapTokenSecretPrefix) || !strings.HasSuffix(names[0], "$") {
+		t.Errorf("the policy's name checks are %q, want one anchored ^%s...$", names, bootstrapapi.BootstrapTokenSecretPrefix)
+	} else if name := bootstraputil.BootstrapTokenSecretName("abc123"); !rules.name.MatchString(name) {
+		t.Errorf("the policy's name check %s refuses %s", rules.name, name)
+	}
+	return rules
+}
+
 func (r policyRules) check(op, namespace string, s *corev1.Secret) error {
 	var errs []error
 	if namespace != r.namespace {
@@ -570,61 +637,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		t.Errorf("variables %+v\nwant %+v", spec.Variables, wantVars)
 	}
 
-	rules := policyRules{labels: map[string]string{}}
-	var names []string
-	for i, v := range spec.Validations {
-		expr := normalizeCEL(v.Expression)
-		if v.Reason == nil || *v.Reason != metav1.StatusReasonForbidden {
-			t.Errorf("validation %d: reason is not Forbidden", i)
-		}
-		if v.Message == "" && v.MessageExpression == "" {
-			t.Errorf("validation %d: no message", i)
-		}
-		switch {
-		case policyNamespace.MatchString(expr):
-			rules.namespace = policyNamespace.FindStringSubmatch(expr)[1]
-		case policyType.MatchString(expr):
-			rules.secretType = policyType.FindStringSubmatch(expr)[1]
-		case policyName.MatchString(expr):
-			re, err := regexp.Compile(policyName.FindStringSubmatch(expr)[1])
-			if err != nil {
-				t.Errorf("validation %d: %v", i, err)
-				continue
-			}
-			rules.name = re
-			names = append(names, re.String())
-		case policyExpires.MatchString(expr):
-			rules.expires = true
-		case policyGroup.MatchString(expr):
-			m := policyGroup.FindStringSubmatch(expr)
-			re, err := regexp.Compile(m[1])
-			if err != nil {
-				t.Errorf("validation %d: %v", i, err)
-				continue
-			}
-			rules.group, rules.notGroup = re, m[2]
-		case policyLabel.MatchString(expr):
-			m := policyLabel.FindStringSubmatch(expr)
-			if m[1] != m[2] {
-				t.Errorf("validation %d tests label %s is there and reads label %s", i, m[1], m[2])
-			}
-			if _, dup := rules.labels[m[1]]; dup {
-				t.Errorf("validation %d: label %s checked twice", i, m[1])
-			}
-			rules.labels[m[1]] = m[3]
-		default:
-			t.Errorf("validation %d is not a shape this test knows, update the test with it: %s", i, expr)
-		}
-	}
-	if rules.namespace != metav1.NamespaceSystem {
-		t.Errorf("the policy allows namespace %q, want %s", rules.namespace, metav1.NamespaceSystem)
-	}
-	if rules.secretType != string(bootstrapapi.SecretTypeBootstrapToken) {
-		t.Errorf("the policy allows type %q, want %s", rules.secretType, bootstrapapi.SecretTypeBootstrapToken)
-	}
-	if len(names) != 1 || !strings.HasPrefix(names[0], "^"+bootstrapapi.BootstrapTokenSecretPrefix) || !strings.HasSuffix(names[0], "$") {
-		t.Errorf("the policy's name checks are %q, want one anchored ^%s...$", names, bootstrapapi.BootstrapTokenSecretPrefix)
-	}
+	rules := readPolicy(t, spec.Validations)
 	if want := map[string]string{token.LabelManagedBy: token.ManagedBy, token.LabelSource: token.SourceServe}; !reflect.DeepEqual(rules.labels, want) {
 		t.Errorf("the policy wants labels %v, want %v (what serve's tokens carry)", rules.labels, want)
 	}

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kubestrap/kubestrap/approve"
+	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/rbac"
 )
 
@@ -107,7 +108,7 @@ func runApprove(c *cli.Context, d deps) error {
 	if err != nil {
 		return err
 	}
-	cluster, client, err := loadCluster(c, d, c.Int("workers"))
+	cluster, client, err := loadCluster(c, d, c.Int("workers"), model.Overrides{})
 	if err != nil {
 		return err
 	}

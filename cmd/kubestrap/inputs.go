@@ -25,8 +25,8 @@ func clusterFlags() []cli.Flag {
 // --env, one of them, and --nodes; an admin client from the kubeconfig;
 // the CA from that kubeconfig when the files name none. The node list is
 // the one generate and serve would use, checked as strictly.
-func loadCluster(c *cli.Context, d deps, parallel int) (*model.Cluster, *discovery.Client, error) {
-	src := model.Sources{ClusterFile: c.String("cluster"), EnvFile: c.String("env"), NodesFile: c.String("nodes")}
+func loadCluster(c *cli.Context, d deps, parallel int, o model.Overrides) (*model.Cluster, *discovery.Client, error) {
+	src := model.Sources{ClusterFile: c.String("cluster"), EnvFile: c.String("env"), NodesFile: c.String("nodes"), Overrides: o}
 	switch {
 	case src.ClusterFile == "" && src.EnvFile == "":
 		return nil, nil, usagef("give the cluster with -f cluster.yaml or --env environment.sh")
@@ -43,8 +43,8 @@ func loadCluster(c *cli.Context, d deps, parallel int) (*model.Cluster, *discove
 	src.CA = func(ctx context.Context) ([]byte, string, error) {
 		return discovery.CA(ctx, client.Config, client.Source, client.Interface, nil)
 	}
-	// The cluster's warnings are about the documents it makes, which
-	// generate and serve report; the callers only read its nodes.
+	// The cluster's warnings are about the documents it makes: serve
+	// reports them; the other callers only read its nodes.
 	cluster, err := model.Load(c.Context, src, d.now())
 	if err != nil {
 		return nil, nil, err

@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 
-	"github.com/kubestrap/kubestrap/generator/discovery"
 	"github.com/kubestrap/kubestrap/generator/encode/ignition"
 	"github.com/kubestrap/kubestrap/generator/model"
 	"github.com/kubestrap/kubestrap/generator/pipeline"
@@ -93,15 +92,7 @@ func serveCommand(d deps) *cli.Command {
 func runServe(c *cli.Context, d deps) error {
 	ctx := c.Context
 	stderr := c.App.ErrWriter
-	src := model.Sources{
-		ClusterFile: c.String("cluster"), EnvFile: c.String("env"), NodesFile: c.String("nodes"),
-		Overrides: model.Overrides{TokenTTL: c.Duration("token-ttl").String()},
-	}
 	switch {
-	case src.ClusterFile == "" && src.EnvFile == "":
-		return usagef("give the cluster with -f cluster.yaml or --env environment.sh")
-	case src.ClusterFile != "" && src.EnvFile != "":
-		return usagef("-f and --env both describe the cluster: give one")
 	case c.Duration("token-ttl") < time.Minute:
 		return usagef("--token-ttl: %v is under a minute: no machine boots that fast", c.Duration("token-ttl"))
 	case (c.String("tls-cert") == "") != (c.String("tls-key") == ""):
@@ -131,17 +122,7 @@ func runServe(c *cli.Context, d deps) error {
 	}
 	// Each mint is a create, a get and a create or update of the node's
 	// boot record, and a delete.
-	client, err := discovery.NewClient(c.String("kubeconfig"), 2*c.Int("parallel"))
-	if err != nil {
-		if errors.Is(err, discovery.ErrNoKubeconfig) {
-			return usageError{err}
-		}
-		return err
-	}
-	src.CA = func(ctx context.Context) ([]byte, string, error) {
-		return discovery.CA(ctx, client.Config, client.Source, client.Interface, nil)
-	}
-	cluster, err := model.Load(ctx, src, d.now())
+	cluster, client, err := loadCluster(c, d, 2*c.Int("parallel"), model.Overrides{TokenTTL: c.Duration("token-ttl").String()})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubestrap/kubestrap/fleet"
+	"github.com/kubestrap/kubestrap/generator/model"
 )
 
 const statusDescription = `status reads the cluster and shows, for each node of the list, how far
@@ -88,7 +89,7 @@ func runStatus(c *cli.Context, d deps) error {
 	case interval <= 0 || timeout <= 0:
 		return usagef("--interval and --timeout must be positive")
 	}
-	cluster, client, err := loadCluster(c, d, 1)
+	cluster, client, err := loadCluster(c, d, 1, model.Overrides{})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kubestrap/kubestrap/fleet"
+	"github.com/kubestrap/kubestrap/generator/model"
 )
 
 const tokensDescription = `tokens tidies the bootstrap token Secrets kubestrap minted: those in
@@ -59,7 +60,7 @@ func tokensCommand(d deps) *cli.Command {
 }
 
 func runPrune(c *cli.Context, d deps) error {
-	cluster, client, err := loadCluster(c, d, 1)
+	cluster, client, err := loadCluster(c, d, 1, model.Overrides{})
 	if err != nil {
 		return err
 	}
